@@ -1,0 +1,11 @@
+"""The framework-free core: the AnyUp model, its building blocks and a frozen timm encoder."""
+
+from .anyup import PUBLISHED_CHECKPOINTS, AnyUp
+from .window_attention import dense_window_attention_reference, windowed_attention
+
+__all__ = [
+    'PUBLISHED_CHECKPOINTS',
+    'AnyUp',
+    'dense_window_attention_reference',
+    'windowed_attention',
+]

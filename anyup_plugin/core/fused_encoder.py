@@ -1,0 +1,186 @@
+"""Inference path for AnyUp's three full-resolution encoders, fused and chunked.
+
+The image, query and key encoders run 1x1 convolutions, GroupNorm and SiLU at every pixel of
+the guidance image: the bulk of AnyUp's work. Run module by module, each GroupNorm and SiLU is
+a pass over a ``d x H x W`` map in main memory. Here maps are kept in token layout (N, d),
+every operation after a GroupNorm is applied to cache-sized chunks of tokens (normalise,
+SiLU, matrix product, residual add, rotary embedding), and the GroupNorm statistics of each
+produced map are accumulated while its chunk is still in cache. Each residual block therefore
+costs two streaming passes, and at most three full-resolution maps exist at once.
+
+The maths is that of the modules (``ResBlock``, ``RotaryPositionEmbedding2d``); only the order
+of floating-point operations differs. It is used under ``torch.no_grad``; with gradients
+enabled AnyUp runs the modules themselves.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from .anyup import AnyUp
+
+__all__ = ['fused_encoder_forward']
+
+_CPU_CHUNK_TOKENS = 4096
+_CUDA_CHUNK_TOKENS = 1 << 17
+
+
+class _ChannelStats:
+    """Running per-channel sum and sum of squares (float64) of a (N, d) token map."""
+
+    def __init__(self, channels: int, device: torch.device) -> None:
+        self.count = 0
+        self.total = torch.zeros(channels, dtype=torch.float64, device=device)
+        self.total_sq = torch.zeros(channels, dtype=torch.float64, device=device)
+
+    def add(self, chunk: Tensor) -> None:
+        c = chunk.double()
+        self.count += c.shape[0]
+        self.total += c.sum(dim=0)
+        self.total_sq += (c * c).sum(dim=0)
+
+    def group_norm_affine(self, norm: nn.GroupNorm) -> tuple[Tensor, Tensor]:
+        """Per-channel ``(scale, shift)`` with ``GroupNorm(x) == x * scale + shift``."""
+        groups = norm.num_groups
+        per_group = self.total.numel() // groups
+        n = self.count * per_group
+        mean = self.total.view(groups, per_group).sum(dim=1) / n
+        var = (self.total_sq.view(groups, per_group).sum(dim=1) / n - mean * mean).clamp_min(0)
+        inv_std = torch.rsqrt(var + norm.eps).repeat_interleave(per_group)
+        mean = mean.repeat_interleave(per_group)
+        scale = norm.weight.double() * inv_std
+        shift = norm.bias.double() - mean * scale
+        return scale.float(), shift.float()
+
+
+def _chunks(n: int, size: int) -> list[slice]:
+    return [slice(s, min(s + size, n)) for s in range(0, n, size)]
+
+
+def _conv1x1_weight_t(conv: nn.Conv2d) -> Tensor:
+    """(d_out, d_in, 1, 1) conv weight as a (d_in, d_out) matrix for ``tokens @ w``."""
+    return conv.weight.flatten(1).t().contiguous()
+
+
+def _norm_silu(x: Tensor, affine: tuple[Tensor, Tensor]) -> Tensor:
+    scale, shift = affine
+    return F.silu(torch.addcmul(shift, x, scale), inplace=True)
+
+
+def _residual_block(
+    x: Tensor, stats: _ChannelStats, block: nn.Module, scratch: Tensor, chunk: int, tail=None
+) -> _ChannelStats:
+    """Runs a ``ResBlock`` in place on token map ``x`` (N, d), using ``scratch`` (N, d).
+
+    ``tail(rows, x_chunk)``, if given, is called on every finished chunk instead of collecting
+    statistics of the output (the caller then owns what happens next). Returns the output's
+    statistics (empty if ``tail`` was given).
+    """
+    gn1, _, conv1, gn2, _, conv2 = block.block
+    w1, w2 = _conv1x1_weight_t(conv1), _conv1x1_weight_t(conv2)
+    affine1 = stats.group_norm_affine(gn1)
+    mid_stats = _ChannelStats(x.shape[1], x.device)
+    for rows in _chunks(x.shape[0], chunk):
+        torch.mm(_norm_silu(x[rows], affine1), w1, out=scratch[rows])
+        mid_stats.add(scratch[rows])
+    affine2 = mid_stats.group_norm_affine(gn2)
+    out_stats = _ChannelStats(x.shape[1], x.device)
+    for rows in _chunks(x.shape[0], chunk):
+        x_rows = x[rows]
+        x_rows.addmm_(_norm_silu(scratch[rows], affine2), w2)
+        if tail is None:
+            out_stats.add(x_rows)
+        else:
+            tail(rows, x_rows)
+    return out_stats
+
+
+def _first_layer(tokens: Tensor, conv: nn.Conv2d, out: Tensor, chunk: int) -> _ChannelStats:
+    weight = _conv1x1_weight_t(conv)
+    stats = _ChannelStats(out.shape[1], out.device)
+    for rows in _chunks(tokens.shape[0], chunk):
+        torch.mm(tokens[rows], weight, out=out[rows])
+        stats.add(out[rows])
+    return stats
+
+
+def _pool(tokens: Tensor, height: int, width: int, size: tuple[int, int]) -> Tensor:
+    """(H*W, d) tokens -> (d, h, w) adaptive average pool (a channels-last view if no pooling)."""
+    grid = tokens.view(height, width, -1).permute(2, 0, 1)
+    if (height, width) == tuple(size):
+        return grid
+    return F.adaptive_avg_pool2d(grid.unsqueeze(0), size).squeeze(0)
+
+
+@torch.no_grad()
+def fused_encoder_forward(
+    model: AnyUp, image: Tensor, out_size: tuple[int, int], feat_size: tuple[int, int]
+) -> tuple[Tensor, Tensor]:
+    """Queries and keys of AnyUp from the guidance image, without gradients.
+
+    Args:
+        model: The AnyUp module (its encoders' parameters are used).
+        image: (B, 3, H, W) guidance image.
+        out_size: (H', W') the queries are pooled to.
+        feat_size: (h, w) the keys are pooled to.
+
+    Returns:
+        ``queries`` (B, d, H', W') in channels-last memory format and ``keys`` (B, d, h, w).
+    """
+    batch, _, height, width = image.shape
+    d = model.qk_dim
+    n = height * width
+    chunk = _CUDA_CHUNK_TOKENS if image.device.type == 'cuda' else _CPU_CHUNK_TOKENS
+    dtype = torch.float32
+    device = image.device
+    rope = model.rope
+    row_coord = rope.grid_coordinates(height, device)
+    col_coord = rope.grid_coordinates(width, device)
+    q0_t = _conv1x1_weight_t(model.query_encoder[0])
+    k0_t = _conv1x1_weight_t(model.key_encoder[0])
+
+    queries = image.new_empty(batch if batch > 1 else 0, out_size[0], out_size[1], d, dtype=dtype)
+    keys = image.new_empty(batch, d, feat_size[0], feat_size[1], dtype=dtype)
+    for b in range(batch):
+        tokens = image[b].to(dtype).permute(1, 2, 0).reshape(n, 3)
+        x = torch.empty(n, d, dtype=dtype, device=device)
+        y = torch.empty_like(x)
+        stats = _first_layer(tokens, model.image_encoder[0], x, chunk)
+        stats = _residual_block(x, stats, model.image_encoder[1], y, chunk)
+        q_stats = _ChannelStats(d, device)
+        k_stats = _ChannelStats(d, device)
+
+        def rope_then_project(rows: slice, e: Tensor) -> None:
+            # The image encoder's output chunk gets its position encoding, then feeds the
+            # first layers of the query and key encoders. The query map reuses ``y`` (this
+            # chunk of it was just consumed), the key map reuses ``x``.
+            idx = torch.arange(rows.start, rows.stop, device=device)
+            angle = rope.angles(row_coord[idx // width], col_coord[idx % width])
+            e_rot = rope.rotate(e, angle)
+            torch.mm(e_rot, q0_t, out=y[rows])
+            q_stats.add(y[rows])
+            e.copy_(e_rot @ k0_t)
+            k_stats.add(e)
+
+        _residual_block(x, stats, model.image_encoder[2], y, chunk, tail=rope_then_project)
+        key_map, query_map = x, y
+        scratch = torch.empty_like(x)
+        for block in model.key_encoder[1:]:
+            k_stats = _residual_block(key_map, k_stats, block, scratch, chunk)
+        keys[b] = _pool(key_map, height, width, feat_size)
+        del key_map, x
+        for block in model.query_encoder[1:]:
+            q_stats = _residual_block(query_map, q_stats, block, scratch, chunk)
+        del scratch
+        pooled = _pool(query_map, height, width, out_size).permute(1, 2, 0)
+        if batch == 1:
+            # Hand the map over as it is rather than copying it into ``queries``.
+            return pooled.unsqueeze(0).permute(0, 3, 1, 2), keys
+        queries[b] = pooled
+        del query_map, y, pooled
+    return queries.permute(0, 3, 1, 2), keys

@@ -1,0 +1,248 @@
+"""AnyUp's windowed cross-attention, computed only over each query's window.
+
+Output pixel ``(i, j)`` of an ``H' x W'`` output attends to feature rows
+``[floor(clamp(y - r, 0, 1) * h), ceil(clamp(y + r, 0, 1) * h))`` with ``y = (i + 0.5) / H'``
+and to the analogous columns. The window is a rectangle whose rows depend only on ``i`` and
+whose columns depend only on ``j``. Consecutive output rows with the same feature-row range
+form a *row group*, likewise for columns; all queries of one (row group, column group) block
+share exactly the same keys. The attention is therefore computed block by block as small dense
+matrix products over exactly those keys: no ``H'W' x hw`` mask or logit matrix ever exists.
+Blocks of one row group are batched together (column groups padded to the widest one, padded
+keys masked, padded queries dropped), and row groups are split into tiles so that the largest
+intermediate stays under a fixed element budget at any output size.
+
+:func:`dense_window_attention_reference` is the straightforward dense masked formulation (as
+in the published code), kept as the parity reference for tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    'AxisGroups',
+    'dense_window_attention_reference',
+    'window_bounds',
+    'window_groups',
+    'windowed_attention',
+]
+
+DEFAULT_MAX_TILE_ELEMENTS = 2**23
+
+
+def window_bounds(
+    out_size: int, in_size: int, window_ratio: float, device: torch.device | str = 'cpu'
+) -> tuple[Tensor, Tensor]:
+    """Feature index range ``[start, end)`` seen by every output index along one axis.
+
+    The bounds are computed in float32, as the published models were trained with; float64
+    would pick a different window for some boundary pixels.
+
+    Args:
+        out_size: Output length ``H'``.
+        in_size: Feature length ``h``.
+        window_ratio: Window half-size relative to the image; ``<= 0`` means the whole axis.
+        device: Device of the returned tensors.
+
+    Returns:
+        ``(start, end)``, two int64 tensors of shape (out_size,).
+    """
+    if window_ratio <= 0:
+        start = torch.zeros(out_size, dtype=torch.long, device=device)
+        return start, torch.full_like(start, in_size)
+    centre = (torch.arange(out_size, device=device, dtype=torch.float32) + 0.5) / out_size
+    start = torch.floor((centre - window_ratio).clamp(0, 1) * in_size).long()
+    end = torch.ceil((centre + window_ratio).clamp(0, 1) * in_size).long()
+    return start, end
+
+
+@dataclass(frozen=True)
+class AxisGroups:
+    """Runs of consecutive output indices that share one feature window along an axis.
+
+    Attributes:
+        query_start, query_end: Output index range ``[start, end)`` of each group.
+        key_start, key_end: Feature index range ``[start, end)`` of each group.
+    """
+
+    query_start: list[int]
+    query_end: list[int]
+    key_start: list[int]
+    key_end: list[int]
+
+    def __len__(self) -> int:
+        return len(self.query_start)
+
+    @property
+    def max_queries(self) -> int:
+        return max(e - s for s, e in zip(self.query_start, self.query_end))
+
+    @property
+    def max_keys(self) -> int:
+        return max(e - s for s, e in zip(self.key_start, self.key_end))
+
+    def padded_indices(self, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Gather indices padded to the widest group.
+
+        Returns:
+            ``query_index`` (G, Q) output indices (padding repeats the group's last index),
+            ``query_valid`` (G * Q,) positions of real queries in the flattened padded layout,
+            ``key_index`` (G, K) feature indices (padding repeats the last key) and
+            ``key_valid`` (G, K) whether each padded key slot is real.
+        """
+
+        def padded(starts: list[int], ends: list[int], width: int) -> tuple[Tensor, Tensor]:
+            start = torch.tensor(starts, device=device)[:, None]
+            count = torch.tensor(ends, device=device)[:, None] - start
+            offset = torch.arange(width, device=device)[None, :]
+            return start + torch.minimum(offset, count - 1), offset < count
+
+        query_index, query_valid = padded(self.query_start, self.query_end, self.max_queries)
+        key_index, key_valid = padded(self.key_start, self.key_end, self.max_keys)
+        return query_index, query_valid.flatten().nonzero().squeeze(1), key_index, key_valid
+
+
+def window_groups(out_size: int, in_size: int, window_ratio: float) -> AxisGroups:
+    """Groups the output indices of one axis by their feature window (see :class:`AxisGroups`)."""
+    start, end = window_bounds(out_size, in_size, window_ratio)
+    changed = (start[1:] != start[:-1]) | (end[1:] != end[:-1])
+    first = [0] + (changed.nonzero().squeeze(1) + 1).tolist()
+    last = first[1:] + [out_size]
+    return AxisGroups(
+        query_start=first,
+        query_end=last,
+        key_start=start[first].tolist(),
+        key_end=end[first].tolist(),
+    )
+
+
+def windowed_attention(
+    queries: Tensor,
+    keys: Tensor,
+    values: Tensor,
+    window_ratio: float,
+    num_heads: int,
+    query_transform: Callable[[Tensor], Tensor] | None = None,
+    max_tile_elements: int = DEFAULT_MAX_TILE_ELEMENTS,
+) -> Tensor:
+    """Head-averaged softmax attention of every output pixel over its feature window.
+
+    Args:
+        queries: (B, H', W', D) queries in channels-last layout. If ``query_transform`` is
+            given it is applied tile by tile (e.g. normalisation and projection), so the
+            transformed queries never exist at full resolution at once.
+        keys: (B, h, w, D) projected keys.
+        values: (B, h, w, C) values (the raw features).
+        window_ratio: Window half-size relative to the image; ``<= 0`` attends to all keys.
+        num_heads: Number of heads; D is split evenly among them. Each head's logits are
+            ``q_n . k_n`` (scale the queries beforehand), softmax over the window's keys is
+            taken in float32, and the heads' attention maps are averaged.
+        query_transform: Optional map (B, n, W', D_in) -> (B, n, W', D).
+        max_tile_elements: Upper bound on the number of logits computed at once.
+
+    Returns:
+        (B, H', W', C) attention output, the convex combination of window values.
+    """
+    batch, out_h, out_w, _ = queries.shape
+    _, feat_h, feat_w, dim = keys.shape
+    channels = values.shape[-1]
+    head_dim = dim // num_heads
+    device = queries.device
+
+    rows = window_groups(out_h, feat_h, window_ratio)
+    cols = window_groups(out_w, feat_w, window_ratio)
+    q_index, q_valid, k_index, k_valid = cols.padded_indices(device)
+    n_col_groups, q_width = q_index.shape
+    k_width = k_index.shape[1]
+    q_index, k_index = q_index.flatten(), k_index.flatten()
+    needs_key_mask = not bool(k_valid.all())
+    out_dtype = torch.result_type(values, keys) if not torch.is_autocast_enabled() else values.dtype
+    output = values.new_empty(batch, out_h, out_w, channels, dtype=out_dtype)
+
+    for q_start, q_end, k_start, k_end in zip(
+        rows.query_start, rows.query_end, rows.key_start, rows.key_end
+    ):
+        n_key_rows = k_end - k_start
+        n_keys = n_key_rows * k_width
+        # Keys and values of this row group, gathered per column group: (B, G, ...).
+        k_tile = keys[:, k_start:k_end, k_index].view(
+            batch, n_key_rows, n_col_groups, k_width, num_heads, head_dim
+        )
+        k_tile = k_tile.permute(0, 4, 2, 5, 1, 3).reshape(
+            batch, num_heads, n_col_groups, head_dim, n_keys
+        )
+        v_tile = values[:, k_start:k_end, k_index].view(
+            batch, n_key_rows, n_col_groups, k_width, channels
+        )
+        v_tile = v_tile.permute(0, 2, 1, 3, 4).reshape(batch, n_col_groups, n_keys, channels)
+        key_mask = None
+        if needs_key_mask:
+            key_mask = (
+                ~k_valid[:, None, None, :].expand(n_col_groups, 1, n_key_rows, k_width)
+            ).reshape(n_col_groups, 1, n_keys)
+
+        per_row = batch * num_heads * n_col_groups * q_width * n_keys
+        rows_per_tile = max(1, max_tile_elements // per_row)
+        for r0 in range(q_start, q_end, rows_per_tile):
+            r1 = min(r0 + rows_per_tile, q_end)
+            n_rows = r1 - r0
+            q_tile = queries[:, r0:r1]
+            if query_transform is not None:
+                q_tile = query_transform(q_tile)
+            q_tile = q_tile[:, :, q_index].view(
+                batch, n_rows, n_col_groups, q_width, num_heads, head_dim
+            )
+            q_tile = q_tile.permute(0, 4, 2, 1, 3, 5).reshape(
+                batch, num_heads, n_col_groups, n_rows * q_width, head_dim
+            )
+            logits = torch.matmul(q_tile, k_tile).float()
+            if key_mask is not None:
+                logits = logits.masked_fill(key_mask, float('-inf'))
+            attn = logits.softmax(dim=-1).mean(dim=1)
+            out = torch.matmul(attn.to(v_tile.dtype), v_tile)
+            out = out.view(batch, n_col_groups, n_rows, q_width, channels).permute(0, 2, 1, 3, 4)
+            output[:, r0:r1] = out.reshape(batch, n_rows, n_col_groups * q_width, channels)[
+                :, :, q_valid
+            ]
+    return output
+
+
+def dense_window_attention_reference(
+    queries: Tensor, keys: Tensor, values: Tensor, window_ratio: float, num_heads: int
+) -> Tensor:
+    """Dense masked attention over all ``H'W' x hw`` pairs: the parity reference.
+
+    Memory grows with ``H' * W' * h * w``; use only for tests and benchmarks.
+
+    Args:
+        queries: (B, H', W', D) projected, scaled queries.
+        keys: (B, h, w, D) projected keys.
+        values: (B, h, w, C) values.
+        window_ratio: As in :func:`windowed_attention`.
+        num_heads: As in :func:`windowed_attention`.
+
+    Returns:
+        (B, H', W', C).
+    """
+    batch, out_h, out_w, dim = queries.shape
+    _, feat_h, feat_w, _ = keys.shape
+    head_dim = dim // num_heads
+    q = queries.reshape(batch, out_h * out_w, num_heads, head_dim).transpose(1, 2)
+    k = keys.reshape(batch, feat_h * feat_w, num_heads, head_dim).transpose(1, 2)
+    logits = (q @ k.transpose(-1, -2)).float()
+    row_start, row_end = window_bounds(out_h, feat_h, window_ratio, queries.device)
+    col_start, col_end = window_bounds(out_w, feat_w, window_ratio, queries.device)
+    fr = torch.arange(feat_h, device=queries.device)
+    fc = torch.arange(feat_w, device=queries.device)
+    row_ok = (fr[None, :] >= row_start[:, None]) & (fr[None, :] < row_end[:, None])
+    col_ok = (fc[None, :] >= col_start[:, None]) & (fc[None, :] < col_end[:, None])
+    allowed = (row_ok[:, None, :, None] & col_ok[None, :, None, :]).reshape(
+        out_h * out_w, feat_h * feat_w
+    )
+    attn = logits.masked_fill(~allowed, float('-inf')).softmax(dim=-1).mean(dim=1)
+    out = attn.to(values.dtype) @ values.reshape(batch, feat_h * feat_w, -1)
+    return out.view(batch, out_h, out_w, -1)
