@@ -42,8 +42,10 @@ def make_scene(size: int = 448, seed: int = 0) -> Image.Image:
     for k in range(12):
         a = 2 * math.pi * k / 12
         draw.line(
-            [(cx + 1.3 * r * math.cos(a), cy + 1.3 * r * math.sin(a)),
-             (cx + 1.9 * r * math.cos(a), cy + 1.9 * r * math.sin(a))],
+            [
+                (cx + 1.3 * r * math.cos(a), cy + 1.3 * r * math.sin(a)),
+                (cx + 1.9 * r * math.cos(a), cy + 1.9 * r * math.sin(a)),
+            ],
             fill=(255, 220, 60),
             width=max(1, round(4 * s)),
         )

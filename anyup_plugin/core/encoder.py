@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from anyup_plugin.core.checks import check_image
+from .checks import check_image
 
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'FrozenTimmEncoder']
 
@@ -405,9 +405,7 @@ class FrozenTimmEncoder(nn.Module):
         prefixes = tuple(f'{name}.' for name in classifiers)
         if not prefixes:
             return state_dict
-        return {
-            k: v for k, v in state_dict.items() if k in reference or not k.startswith(prefixes)
-        }
+        return {k: v for k, v in state_dict.items() if k in reference or not k.startswith(prefixes)}
 
     # ------------------------------------------------------------------------- behaviour
 

@@ -162,9 +162,7 @@ def fit_pca(
     return PCAProjection(mean=mean, components=components, low=low, high=high)
 
 
-def joint_pca_rgb(
-    reference: Tensor, *others: Tensor, quantile: float = 0.01
-) -> list[Tensor]:
+def joint_pca_rgb(reference: Tensor, *others: Tensor, quantile: float = 0.01) -> list[Tensor]:
     """Colours several feature maps with one PCA fitted on ``reference``.
 
     Typical use: ``lowres_rgb, upsampled_rgb = joint_pca_rgb(lowres, upsampled)``. Fitting on
