@@ -55,8 +55,14 @@ def _check_model_name(model_name: str) -> None:
     if model_name.startswith(_TIMM_SOURCE_PREFIXES):
         return
     timm = _import_timm()
-    arch, _tag = timm.models.split_model_name_tag(model_name)
+    arch, tag = timm.models.split_model_name_tag(model_name)
     if timm.is_model(arch):
+        if tag and model_name not in timm.list_pretrained(f'{arch}.*'):
+            tags = [name.split('.', 1)[1] for name in timm.list_pretrained(f'{arch}.*')]
+            raise ValueError(
+                f'model_name {model_name!r}: timm has no pretrained tag {tag!r} for {arch!r} '
+                f'(available: {", ".join(tags) or "none"})'
+            )
         return
     candidates = set(timm.list_models()) | set(timm.list_models(pretrained=True))
     matches = difflib.get_close_matches(model_name, sorted(candidates), n=8, cutoff=0.5)

@@ -71,6 +71,26 @@ def test_prefix_and_register_tokens_are_dropped():
     torch.testing.assert_close(out, expected)
 
 
+@pytest.mark.parametrize(
+    'name, prefix_tokens',
+    [
+        ('vit_small_patch14_dinov2', 1),
+        ('vit_small_patch14_reg4_dinov2', 5),
+        ('vit_base_patch16_clip_224.openai', 1),
+        ('vit_base_patch16_siglip_224', 0),
+        ('vit_base_patch16_siglip_256.v2_webli', 0),
+        ('vit_base_patch16_224.mae', 1),
+        ('deit_tiny_distilled_patch16_224', 2),
+    ],
+)
+def test_vit_families(name, prefix_tokens):
+    enc = tiny_encoder(name, layers=[0, -1])
+    assert enc.num_prefix_tokens == prefix_tokens
+    patch = enc.patch_size
+    outs = enc(image(2 * patch + 1, 3 * patch, b=1))
+    assert [tuple(o.shape) for o in outs] == [(1, 32, 3, 3)] * 2
+
+
 @pytest.mark.skipif(not timm.is_model('vit_small_patch16_dinov3'), reason='timm has no DINOv3')
 def test_dinov3():
     enc = tiny_encoder('vit_small_patch16_dinov3', layers=[-2, -1], img_size=32)
@@ -277,3 +297,9 @@ def test_bad_images_raise_value_error(bad, fragment):
     with pytest.raises(ValueError, match=fragment) as info:
         enc(bad)
     assert 'image' in str(info.value)
+
+
+def test_unknown_pretrained_tag_lists_available_tags():
+    with pytest.raises(ValueError, match='no pretrained tag') as info:
+        FrozenTimmEncoder('resnet18.nope')
+    assert 'tv_in1k' in str(info.value)
