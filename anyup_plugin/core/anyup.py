@@ -22,6 +22,7 @@ from .fused_encoder import fused_encoder_forward
 from .layers import (
     CrossAttentionBlock,
     LearnedFeatureUnification,
+    ReflectPadConv2d,
     RotaryPositionEmbedding2d,
     make_encoder,
 )
@@ -95,9 +96,7 @@ class AnyUp(nn.Module):
             LearnedFeatureUnification(d, lfu_kernel_size), d, g
         )
         self.cross_decode = CrossAttentionBlock(d, num_heads)
-        self.aggregation = make_encoder(
-            nn.Conv2d(2 * d, d, 3, padding=1, padding_mode='reflect', bias=False), d, g
-        )
+        self.aggregation = make_encoder(ReflectPadConv2d(2 * d, d, 3), d, g)
         self.rope = RotaryPositionEmbedding2d(d)
 
     # ------------------------------------------------------------------ forward
@@ -121,7 +120,9 @@ class AnyUp(nn.Module):
         feat_h, feat_w = features.shape[-2:]
 
         fused = not torch.is_grad_enabled()
-        queries, keys = self._encode_queries_and_keys(image, (out_h, out_w), (feat_h, feat_w), fused)
+        queries, keys = self._encode_queries_and_keys(
+            image, (out_h, out_w), (feat_h, feat_w), fused
+        )
         keys = torch.cat([keys, self.key_features_encoder(F.normalize(features, dim=1))], dim=1)
         keys = self.aggregation(keys)
         queries = self.cross_decode.conv2d(queries.contiguous(memory_format=torch.channels_last))

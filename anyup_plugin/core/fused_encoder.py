@@ -117,6 +117,51 @@ def _pool(tokens: Tensor, height: int, width: int, size: tuple[int, int]) -> Ten
     return F.adaptive_avg_pool2d(grid.unsqueeze(0), size).squeeze(0)
 
 
+def _encode_one(
+    model: AnyUp,
+    image: Tensor,
+    out_size: tuple[int, int],
+    feat_size: tuple[int, int],
+    chunk: int,
+) -> tuple[Tensor, Tensor]:
+    """One image (3, H, W) -> queries (H', W', d) and keys (d, h, w)."""
+    _, height, width = image.shape
+    d, n, device = model.qk_dim, height * width, image.device
+    rope = model.rope
+    row_coord = rope.grid_coordinates(height, device)
+    col_coord = rope.grid_coordinates(width, device)
+    q0_t = _conv1x1_weight_t(model.query_encoder[0])
+    k0_t = _conv1x1_weight_t(model.key_encoder[0])
+
+    tokens = image.float().permute(1, 2, 0).reshape(n, 3)
+    x = torch.empty(n, d, dtype=torch.float32, device=device)
+    y = torch.empty_like(x)
+    stats = _first_layer(tokens, model.image_encoder[0], x, chunk)
+    stats = _residual_block(x, stats, model.image_encoder[1], y, chunk)
+    q_stats = _ChannelStats(d, device)
+    k_stats = _ChannelStats(d, device)
+
+    def rope_then_project(rows: slice, e: Tensor) -> None:
+        # The image encoder's output chunk gets its position encoding, then feeds the first
+        # layers of the query and key encoders. The query map reuses ``y`` (this chunk of it
+        # was just consumed), the key map reuses ``x``.
+        idx = torch.arange(rows.start, rows.stop, device=device)
+        e_rot = rope.rotate(e, rope.angles(row_coord[idx // width], col_coord[idx % width]))
+        torch.mm(e_rot, q0_t, out=y[rows])
+        q_stats.add(y[rows])
+        e.copy_(e_rot @ k0_t)
+        k_stats.add(e)
+
+    _residual_block(x, stats, model.image_encoder[2], y, chunk, tail=rope_then_project)
+    scratch = torch.empty_like(x)
+    for block in model.key_encoder[1:]:
+        k_stats = _residual_block(x, k_stats, block, scratch, chunk)
+    keys = _pool(x, height, width, feat_size)
+    for block in model.query_encoder[1:]:
+        q_stats = _residual_block(y, q_stats, block, scratch, chunk)
+    return _pool(y, height, width, out_size).permute(1, 2, 0), keys
+
+
 @torch.no_grad()
 def fused_encoder_forward(
     model: AnyUp, image: Tensor, out_size: tuple[int, int], feat_size: tuple[int, int]
@@ -130,57 +175,17 @@ def fused_encoder_forward(
         feat_size: (h, w) the keys are pooled to.
 
     Returns:
-        ``queries`` (B, d, H', W') in channels-last memory format and ``keys`` (B, d, h, w).
+        ``queries`` (B, d, H', W') in channels-last memory format and ``keys`` (B, d, h, w),
+        both float32.
     """
-    batch, _, height, width = image.shape
-    d = model.qk_dim
-    n = height * width
     chunk = _CUDA_CHUNK_TOKENS if image.device.type == 'cuda' else _CPU_CHUNK_TOKENS
-    dtype = torch.float32
-    device = image.device
-    rope = model.rope
-    row_coord = rope.grid_coordinates(height, device)
-    col_coord = rope.grid_coordinates(width, device)
-    q0_t = _conv1x1_weight_t(model.query_encoder[0])
-    k0_t = _conv1x1_weight_t(model.key_encoder[0])
-
-    queries = image.new_empty(batch if batch > 1 else 0, out_size[0], out_size[1], d, dtype=dtype)
-    keys = image.new_empty(batch, d, feat_size[0], feat_size[1], dtype=dtype)
-    for b in range(batch):
-        tokens = image[b].to(dtype).permute(1, 2, 0).reshape(n, 3)
-        x = torch.empty(n, d, dtype=dtype, device=device)
-        y = torch.empty_like(x)
-        stats = _first_layer(tokens, model.image_encoder[0], x, chunk)
-        stats = _residual_block(x, stats, model.image_encoder[1], y, chunk)
-        q_stats = _ChannelStats(d, device)
-        k_stats = _ChannelStats(d, device)
-
-        def rope_then_project(rows: slice, e: Tensor) -> None:
-            # The image encoder's output chunk gets its position encoding, then feeds the
-            # first layers of the query and key encoders. The query map reuses ``y`` (this
-            # chunk of it was just consumed), the key map reuses ``x``.
-            idx = torch.arange(rows.start, rows.stop, device=device)
-            angle = rope.angles(row_coord[idx // width], col_coord[idx % width])
-            e_rot = rope.rotate(e, angle)
-            torch.mm(e_rot, q0_t, out=y[rows])
-            q_stats.add(y[rows])
-            e.copy_(e_rot @ k0_t)
-            k_stats.add(e)
-
-        _residual_block(x, stats, model.image_encoder[2], y, chunk, tail=rope_then_project)
-        key_map, query_map = x, y
-        scratch = torch.empty_like(x)
-        for block in model.key_encoder[1:]:
-            k_stats = _residual_block(key_map, k_stats, block, scratch, chunk)
-        keys[b] = _pool(key_map, height, width, feat_size)
-        del key_map, x
-        for block in model.query_encoder[1:]:
-            q_stats = _residual_block(query_map, q_stats, block, scratch, chunk)
-        del scratch
-        pooled = _pool(query_map, height, width, out_size).permute(1, 2, 0)
-        if batch == 1:
-            # Hand the map over as it is rather than copying it into ``queries``.
-            return pooled.unsqueeze(0).permute(0, 3, 1, 2), keys
-        queries[b] = pooled
-        del query_map, y, pooled
+    if image.shape[0] == 1:
+        # Hand the query map over as it is rather than copying it.
+        queries, keys = _encode_one(model, image[0], out_size, feat_size, chunk)
+        return queries.unsqueeze(0).permute(0, 3, 1, 2), keys.unsqueeze(0)
+    d = model.qk_dim
+    queries = image.new_empty(image.shape[0], *out_size, d, dtype=torch.float32)
+    keys = image.new_empty(image.shape[0], d, *feat_size, dtype=torch.float32)
+    for b, img in enumerate(image):
+        queries[b], keys[b] = _encode_one(model, img, out_size, feat_size, chunk)
     return queries.permute(0, 3, 1, 2), keys

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    'ReflectPadConv2d',
     'CrossAttention',
     'CrossAttentionBlock',
     'LearnedFeatureUnification',
@@ -40,6 +41,29 @@ class ResBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """(B, d, H, W) -> (B, d, H, W)."""
         return x + self.block(x)
+
+
+class ReflectPadConv2d(nn.Conv2d):
+    """A bias-free ``k x k`` convolution with reflect padding ``k // 2`` that accepts any size.
+
+    Reflect padding needs each side to be longer than the padding; the published model fails
+    on 1-pixel-wide feature maps. Sides too short to reflect are padded by replication (the
+    limit of reflection on a constant border) instead.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, bias=False)
+        self.pad = kernel_size // 2
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, in, h, w) -> (B, out, h, w)."""
+        p = self.pad
+        h, w = x.shape[-2:]
+        if h > p and w > p:
+            x = F.pad(x, (p, p, p, p), mode='reflect')
+        else:
+            x = F.pad(x, (p, p, p, p), mode='replicate')
+        return F.conv2d(x, self.weight)
 
 
 def make_encoder(first_layer: nn.Module, channels: int, num_groups: int = 8) -> nn.Sequential:
@@ -87,6 +111,11 @@ class LearnedFeatureUnification(nn.Module):
 
     def forward(self, features: Tensor) -> Tensor:
         """(B, C, h, w) features, unit-normalised over C -> (B, d, h, w) descriptors (float32)."""
+        # The softmax runs over exponentials of responses: keep it in float32 under autocast.
+        with torch.autocast(features.device.type, enabled=False):
+            return self._unify(features)
+
+    def _unify(self, features: Tensor) -> Tensor:
         b, c, h, w = features.shape
         d = self.out_channels
         pad = self.kernel_size // 2

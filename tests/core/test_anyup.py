@@ -1,0 +1,260 @@
+"""AnyUp: parity with the published model, shapes, precision modes, gradients, bad input."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from anyup_plugin import AnyUp
+from anyup_plugin.core.fused_encoder import fused_encoder_forward
+
+GOLDEN = Path(__file__).parents[1] / 'data' / 'anyup_golden.pt'
+
+
+@pytest.fixture(scope='module')
+def golden() -> dict:
+    return torch.load(GOLDEN, weights_only=True)
+
+
+@pytest.fixture(scope='module')
+def published(golden) -> AnyUp:
+    model = AnyUp(
+        qk_dim=golden['config']['qk_dim'],
+        num_heads=golden['config']['num_heads'],
+        lfu_kernel_size=golden['config']['kernel_size_lfu'],
+    )
+    model.load_state_dict(golden['state_dict'])
+    return model.eval()
+
+
+def _errors(out: torch.Tensor, expected: torch.Tensor) -> tuple[float, float]:
+    rel = ((out - expected).norm() / expected.norm()).item()
+    max_abs = ((out - expected).abs().max() / expected.abs().max()).item()
+    return rel, max_abs
+
+
+@pytest.mark.parametrize('grad', [False, True], ids=['inference', 'autograd'])
+@pytest.mark.parametrize('case_index', range(5))
+def test_matches_published_model(golden, published, case_index, grad):
+    """Every reference case within the stated tolerance, on both execution paths."""
+    case = golden['cases'][case_index]
+    published.window_ratio = case['window_ratio']
+    with torch.set_grad_enabled(grad):
+        out = published(case['image'], case['features'], case['output_size'])
+    out = out[:, case['channel_index']]
+    assert out.shape == case['expected'].shape
+    rel, max_abs = _errors(out.detach(), case['expected'])
+    assert rel <= 1e-4, f'relative Frobenius error {rel:.2e}'
+    assert max_abs <= 1e-3, f'max abs error {max_abs:.2e} of max |expected|'
+
+
+def test_golden_catches_a_skipped_parameter(golden, published):
+    """The parity check is sensitive: perturbing one norm weight breaks it."""
+    case = golden['cases'][1]
+    model = AnyUp()
+    state = {k: v.clone() for k, v in golden['state_dict'].items()}
+    state['cross_decode.cross_attn.norm_k.weight'] += 0.5
+    model.load_state_dict(state)
+    model.window_ratio = case['window_ratio']
+    with torch.no_grad():
+        out = model.eval()(case['image'], case['features'], case['output_size'])
+    rel, _ = _errors(out[:, case['channel_index']], case['expected'])
+    assert rel > 1e-3
+
+
+def test_fused_encoders_match_modules(published):
+    torch.manual_seed(0)
+    image = torch.randn(2, 3, 37, 29)
+    with torch.no_grad():
+        q_fused, k_fused = fused_encoder_forward(published, image, (20, 30), (5, 4))
+        enc = published.rope(published.image_encoder(image))
+        q = torch.nn.functional.adaptive_avg_pool2d(published.query_encoder(enc), (20, 30))
+        k = torch.nn.functional.adaptive_avg_pool2d(published.key_encoder(enc), (5, 4))
+    torch.testing.assert_close(q_fused, q, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(k_fused, k, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ('image_size', 'feat_size', 'channels', 'output_size'),
+    [
+        ((56, 56), (4, 4), 1, None),
+        ((30, 70), (3, 5), 7, None),
+        ((64, 48), (8, 6), 16, (5, 3)),  # smaller than the features
+        ((32, 32), (16, 16), 5, (97, 61)),  # larger than the image
+        ((16, 16), (1, 1), 4, (9, 9)),  # a single feature token
+    ],
+)
+def test_shapes_and_convexity(image_size, feat_size, channels, output_size):
+    torch.manual_seed(1)
+    model = AnyUp().eval()
+    image = torch.randn(2, 3, *image_size)
+    features = torch.randn(2, channels, *feat_size)
+    with torch.no_grad():
+        out = model(image, features, output_size)
+    expected = output_size or image_size
+    assert out.shape == (2, channels, *expected)
+    # Each output vector is a convex combination of input vectors.
+    lo = features.amin(dim=(2, 3), keepdim=True) - 1e-5
+    hi = features.amax(dim=(2, 3), keepdim=True) + 1e-5
+    assert bool(((out >= lo) & (out <= hi)).all())
+
+
+def test_constant_features_are_reproduced():
+    model = AnyUp().eval()
+    features = torch.ones(1, 3, 4, 5) * torch.tensor([1.0, -2.0, 3.0])[None, :, None, None]
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 28, 35), features)
+    torch.testing.assert_close(out, features[:, :, :1, :1].expand_as(out), rtol=1e-5, atol=1e-5)
+
+
+def test_int_output_size_means_square():
+    model = AnyUp().eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 20, 30), torch.randn(1, 2, 2, 3), output_size=12)
+    assert out.shape == (1, 2, 12, 12)
+
+
+@pytest.mark.parametrize('window_ratio', [0.1, 0.3, 0.0])
+def test_tiling_does_not_change_the_result(window_ratio):
+    torch.manual_seed(2)
+    big = AnyUp(window_ratio=window_ratio).eval()
+    small = AnyUp(window_ratio=window_ratio, max_tile_elements=1).eval()
+    small.load_state_dict(big.state_dict())
+    image, features = torch.randn(1, 3, 40, 44), torch.randn(1, 6, 5, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(small(image, features), big(image, features))
+
+
+def test_gradients_reach_every_used_parameter_and_the_inputs():
+    torch.manual_seed(3)
+    model = AnyUp().train()
+    image = torch.randn(2, 3, 28, 28, requires_grad=True)
+    features = torch.randn(2, 8, 4, 4, requires_grad=True)
+    model(image, features).square().mean().backward()
+    unused = {
+        'cross_decode.cross_attn.attention.out_proj.weight',
+        'cross_decode.cross_attn.attention.out_proj.bias',
+    }
+    for name, param in model.named_parameters():
+        if name in unused:
+            continue
+        assert param.grad is not None and torch.isfinite(param.grad).all(), name
+        assert param.grad.abs().sum() > 0, name
+    assert image.grad is not None and features.grad is not None
+
+
+def test_bf16_autocast_on_cpu_is_close_to_float32():
+    torch.manual_seed(4)
+    model = AnyUp().eval()
+    image, features = torch.randn(1, 3, 28, 42), torch.randn(1, 16, 2, 3)
+    with torch.no_grad():
+        ref = model(image, features)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            out = model(image, features)
+    assert torch.isfinite(out).all()
+    assert ((out.float() - ref).norm() / ref.norm()) < 0.05
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_cuda_matches_cpu(published, golden):
+    case = golden['cases'][0]
+    published.window_ratio = case['window_ratio']
+    model = AnyUp()
+    model.load_state_dict(published.state_dict())
+    model = model.cuda().eval()
+    with torch.no_grad():
+        out = model(case['image'].cuda(), case['features'].cuda())
+        with torch.autocast('cuda', dtype=torch.float16):
+            half = model(case['image'].cuda(), case['features'].cuda())
+    rel, _ = _errors(out[:, case['channel_index']].cpu(), case['expected'])
+    assert rel < 1e-4
+    assert torch.isfinite(half).all()
+
+
+# ------------------------------------------------------------------ bad input
+@pytest.fixture(scope='module')
+def model() -> AnyUp:
+    return AnyUp().eval()
+
+
+@pytest.mark.parametrize(
+    ('image', 'features', 'output_size', 'match'),
+    [
+        (torch.randn(3, 8, 8), torch.randn(1, 4, 2, 2), None, r'image must have 4 dimensions'),
+        (torch.randn(1, 4, 8, 8), torch.randn(1, 4, 2, 2), None, r'image must have 3 channels'),
+        (torch.randn(1, 3, 8, 8), torch.randn(4, 2, 2), None, r'features must have 4 dim'),
+        (torch.randn(2, 3, 8, 8), torch.randn(1, 4, 2, 2), None, r'same batch size, got 2'),
+        (torch.randn(1, 3, 0, 8), torch.randn(1, 4, 2, 2), None, r'image must have no zero'),
+        (torch.randn(1, 3, 8, 8), torch.randn(1, 0, 2, 2), None, r'features must have no zero'),
+        (torch.randn(1, 3, 8, 8), torch.randn(1, 4, 2, 2), (0, 4), r'output_size must be pos'),
+        (torch.randn(1, 3, 8, 8), torch.randn(1, 4, 2, 2), (-3, 4), r'output_size must be pos'),
+        (torch.randn(1, 3, 8, 8), torch.randn(1, 4, 2, 2), (4.5, 4), r'output_size must be'),
+        (torch.randn(1, 3, 8, 8), torch.randn(1, 4, 2, 2), (4, 4, 4), r'output_size must be'),
+        (
+            torch.full((1, 3, 8, 8), math.nan),
+            torch.randn(1, 4, 2, 2),
+            None,
+            r'image contains 192 NaN or infinite',
+        ),
+        (
+            torch.randn(1, 3, 8, 8),
+            torch.tensor([math.inf]).expand(1, 4, 2, 2),
+            None,
+            r'features contains 16 NaN',
+        ),
+    ],
+)
+def test_bad_input_is_rejected_with_a_clear_message(model, image, features, output_size, match):
+    with pytest.raises(ValueError, match=match):
+        model(image, features, output_size)
+
+
+def test_non_tensor_input_is_rejected(model):
+    with pytest.raises(TypeError, match='image must be a torch.Tensor'):
+        model([[1.0]], torch.randn(1, 4, 2, 2))
+
+
+def test_devices_must_match(model):
+    if not torch.cuda.is_available():
+        pytest.skip('needs a CUDA device to have two devices')
+    with pytest.raises(ValueError, match='same device'):
+        model(torch.randn(1, 3, 8, 8), torch.randn(1, 4, 2, 2).cuda())
+
+
+def test_checkpoint_with_wrong_keys_names_them(golden):
+    state = dict(golden['state_dict'])
+    state.pop('rope.freqs')
+    state['extra.weight'] = torch.zeros(1)
+    state['image_encoder.0.weight'] = torch.zeros(64, 3, 1, 1)
+    with pytest.raises(RuntimeError) as err:
+        AnyUp().load_state_dict(state)
+    text = str(err.value)
+    assert 'missing keys (1): rope.freqs' in text
+    assert 'unexpected keys (1): extra.weight' in text
+    assert 'image_encoder.0.weight: checkpoint (64, 3, 1, 1) vs model (128, 3, 1, 1)' in text
+
+
+def test_from_pretrained_local_file(tmp_path, golden):
+    path = tmp_path / 'weights.pth'
+    torch.save({'state_dict': golden['state_dict']}, path)
+    model = AnyUp.from_pretrained(path)
+    assert not model.training
+    torch.testing.assert_close(model.rope.freqs, golden['state_dict']['rope.freqs'])
+    assert sum(p.numel() for p in model.parameters()) == 878_080
+
+
+def test_from_pretrained_offline_says_where_to_put_the_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path))
+
+    def offline(*args, **kwargs):
+        raise OSError('network unreachable')
+
+    monkeypatch.setattr(torch.hub, 'download_url_to_file', offline)
+    with pytest.raises(FileNotFoundError) as err:
+        AnyUp.from_pretrained('anyup_paper')
+    assert str(tmp_path / 'checkpoints' / 'anyup_paper.pth') in str(err.value)
+    with pytest.raises(FileNotFoundError, match='neither an existing file nor a published name'):
+        AnyUp.from_pretrained(tmp_path / 'missing.pth')

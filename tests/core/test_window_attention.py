@@ -1,0 +1,113 @@
+"""Window bounds, grouping and the windowed attention against the dense masked reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from anyup_plugin.core.window_attention import (
+    dense_window_attention_reference,
+    window_bounds,
+    window_groups,
+    windowed_attention,
+)
+
+
+def test_bounds_hand_computed():
+    # Centres 1/8, 3/8, 5/8, 7/8 of a 4-pixel axis over 2 features, r = 0.1:
+    # [floor(0.025*2), ceil(0.225*2)) = [0, 1), [floor(0.55), ceil(0.95)) = [0, 1), ...
+    start, end = window_bounds(4, 2, 0.1)
+    assert start.tolist() == [0, 0, 1, 1]
+    assert end.tolist() == [1, 1, 2, 2]
+
+
+def test_bounds_are_computed_in_float32():
+    # (1/6 - 0.1) * 15 is exactly 1 in real arithmetic; float32 rounds to 1, float64 to
+    # 0.999..., so the published (float32) window starts at row 1, and the last at 10, not 11.
+    start, end = window_bounds(3, 15, 0.1)
+    assert start.tolist() == [1, 6, 10]
+    assert end.tolist() == [4, 9, 14]
+
+
+def test_global_window_covers_everything():
+    start, end = window_bounds(5, 7, 0.0)
+    assert start.tolist() == [0] * 5 and end.tolist() == [7] * 5
+
+
+def test_groups_partition_the_axis():
+    groups = window_groups(448, 32, 0.1)
+    assert groups.query_start[0] == 0 and groups.query_end[-1] == 448
+    assert groups.query_start[1:] == groups.query_end[:-1]
+    start, end = window_bounds(448, 32, 0.1)
+    for qs, qe, ks, ke in zip(
+        groups.query_start, groups.query_end, groups.key_start, groups.key_end
+    ):
+        assert (start[qs:qe] == ks).all() and (end[qs:qe] == ke).all()
+    # At most (2 r h + 2) keys per axis, as the model description states.
+    assert groups.max_keys <= 2 * 0.1 * 32 + 2
+
+
+def _random_qkv(b, out_hw, feat_hw, d, c, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(b, *out_hw, d, generator=g)
+    k = torch.randn(b, *feat_hw, d, generator=g)
+    v = torch.randn(b, *feat_hw, c, generator=g)
+    return q, k, v
+
+
+@pytest.mark.parametrize(
+    ('out_hw', 'feat_hw', 'ratio', 'heads'),
+    [
+        ((64, 64), (8, 8), 0.1, 4),
+        ((40, 60), (4, 6), 0.1, 4),
+        ((21, 15), (7, 5), 0.25, 2),
+        ((48, 48), (6, 6), 0.0, 4),
+        ((5, 3), (9, 11), 0.1, 1),
+        ((97, 13), (16, 3), 0.05, 4),
+        ((30, 30), (30, 30), 0.5, 4),
+    ],
+)
+def test_matches_dense_reference(out_hw, feat_hw, ratio, heads):
+    q, k, v = _random_qkv(2, out_hw, feat_hw, 16, 5)
+    ref = dense_window_attention_reference(q, k, v, ratio, heads)
+    for tile in (2**23, 97, 1):
+        out = windowed_attention(q, k, v, ratio, heads, max_tile_elements=tile)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_keys_outside_every_window_are_never_touched():
+    """NaN values outside a query's window must not reach that query (0 * NaN is NaN)."""
+    q, k, v = _random_qkv(1, (56, 56), (8, 8), 8, 3)
+    k = k.clone()
+    v = v.clone()
+    k[:, :, 7] = float('nan')
+    v[:, :, 7] = float('nan')
+    out = windowed_attention(q, k, v, 0.1, 2)
+    _, col_end = window_bounds(56, 8, 0.1)
+    sees_col_7 = col_end > 7
+    assert torch.isnan(out[:, :, sees_col_7]).all()
+    assert torch.isfinite(out[:, :, ~sees_col_7]).all()
+
+
+def test_query_transform_is_applied_per_tile():
+    q, k, v = _random_qkv(1, (20, 20), (4, 4), 8, 2)
+    calls = []
+
+    def double(x):
+        calls.append(x.shape[1])
+        return 2 * x
+
+    out = windowed_attention(q, k, v, 0.1, 2, query_transform=double, max_tile_elements=64)
+    ref = dense_window_attention_reference(2 * q, k, v, 0.1, 2)
+    torch.testing.assert_close(out, ref)
+    assert sum(calls) == 20 and len(calls) > 1
+
+
+def test_gradients_match_dense_reference():
+    q, k, v = _random_qkv(1, (12, 10), (3, 4), 8, 3)
+    inputs = [t.clone().requires_grad_() for t in (q, k, v)]
+    ref_inputs = [t.clone().requires_grad_() for t in (q, k, v)]
+    windowed_attention(*inputs, 0.2, 2).sum().backward()
+    dense_window_attention_reference(*ref_inputs, 0.2, 2).sum().backward()
+    for a, b in zip(inputs, ref_inputs):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5)
