@@ -26,7 +26,11 @@ from .layers import (
     RotaryPositionEmbedding2d,
     make_encoder,
 )
-from .window_attention import DEFAULT_MAX_TILE_ELEMENTS, windowed_attention
+from .window_attention import (
+    DEFAULT_MAX_TILE_ELEMENTS,
+    dense_window_attention_reference,
+    windowed_attention,
+)
 
 __all__ = ['PUBLISHED_CHECKPOINTS', 'AnyUp']
 
@@ -113,18 +117,40 @@ class AnyUp(nn.Module):
         Returns:
             (B, C, H', W') upsampled features, in channels-last memory format.
         """
+        return self._upsample(image, features, output_size, reference=False)
+
+    def reference_forward(
+        self, image: Tensor, features: Tensor, output_size: int | tuple[int, int] | None = None
+    ) -> Tensor:
+        """The straightforward formulation, as in the published code: the parity reference.
+
+        Runs the encoders module by module and the attention as dense masked attention over
+        all ``H'W' x hw`` pairs (:func:`dense_window_attention_reference`). Same arguments and
+        result as :meth:`forward`; memory grows with ``H' W' h w``, so use it for tests and
+        benchmarks only.
+        """
+        return self._upsample(image, features, output_size, reference=True)
+
+    def _upsample(
+        self,
+        image: Tensor,
+        features: Tensor,
+        output_size: int | tuple[int, int] | None,
+        reference: bool,
+    ) -> Tensor:
         check_image(image, 'image')
         check_feature_map(features, 'features')
         check_same_batch_and_device(image, features, 'image', 'features')
         out_h, out_w = check_output_size(output_size, image.shape[-2:])
         feat_h, feat_w = features.shape[-2:]
 
-        fused = not torch.is_grad_enabled()
+        fused = not torch.is_grad_enabled() and not reference
         queries, keys = self._encode_queries_and_keys(
             image, (out_h, out_w), (feat_h, feat_w), fused
         )
         keys = torch.cat([keys, self.key_features_encoder(F.normalize(features, dim=1))], dim=1)
         keys = self.aggregation(keys)
+        # Rebinding ``queries`` frees the encoder's map once the conv has run.
         queries = self.cross_decode.conv2d(queries.contiguous(memory_format=torch.channels_last))
 
         attn = self.cross_decode.cross_attn
@@ -132,21 +158,25 @@ class AnyUp(nn.Module):
         keys = F.linear(self._rms_norm(keys.permute(0, 2, 3, 1), attn.norm_k), k_weight, k_bias)
         # The conv output is channels-last, so this permute is a free view.
         queries = queries.permute(0, 2, 3, 1)
-        norm_q = attn.norm_q
+        values = features.permute(0, 2, 3, 1).contiguous()
 
         def project_queries(q: Tensor) -> Tensor:
-            return F.linear(self._rms_norm(q, norm_q), q_weight, q_bias)
+            return F.linear(self._rms_norm(q, attn.norm_q), q_weight, q_bias)
 
-        values = features.permute(0, 2, 3, 1).contiguous()
-        out = windowed_attention(
-            queries,
-            keys,
-            values,
-            self.window_ratio,
-            self.num_heads,
-            query_transform=project_queries,
-            max_tile_elements=self.max_tile_elements,
-        )
+        if reference:
+            out = dense_window_attention_reference(
+                project_queries(queries), keys, values, self.window_ratio, self.num_heads
+            )
+        else:
+            out = windowed_attention(
+                queries,
+                keys,
+                values,
+                self.window_ratio,
+                self.num_heads,
+                query_transform=project_queries,
+                max_tile_elements=self.max_tile_elements,
+            )
         return out.permute(0, 3, 1, 2)
 
     def _encode_queries_and_keys(

@@ -99,7 +99,7 @@ class LearnedFeatureUnification(nn.Module):
     """
 
     def __init__(
-        self, out_channels: int, kernel_size: int = 5, max_chunk_elements: int = 2**24
+        self, out_channels: int, kernel_size: int = 5, max_chunk_elements: int = 2**22
     ) -> None:
         super().__init__()
         if kernel_size % 2 != 1:

@@ -31,7 +31,7 @@ __all__ = [
     'windowed_attention',
 ]
 
-DEFAULT_MAX_TILE_ELEMENTS = 2**23
+DEFAULT_MAX_TILE_ELEMENTS = 2**22
 
 
 def window_bounds(

@@ -258,3 +258,12 @@ def test_from_pretrained_offline_says_where_to_put_the_file(tmp_path, monkeypatc
     assert str(tmp_path / 'checkpoints' / 'anyup_paper.pth') in str(err.value)
     with pytest.raises(FileNotFoundError, match='neither an existing file nor a published name'):
         AnyUp.from_pretrained(tmp_path / 'missing.pth')
+
+
+def test_reference_forward_matches_forward(published, golden):
+    case = golden['cases'][2]
+    published.window_ratio = case['window_ratio']
+    with torch.no_grad():
+        fast = published(case['image'], case['features'], case['output_size'])
+        ref = published.reference_forward(case['image'], case['features'], case['output_size'])
+    torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-5)
