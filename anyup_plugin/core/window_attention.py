@@ -85,6 +85,34 @@ class AxisGroups:
     def max_keys(self) -> int:
         return max(e - s for s, e in zip(self.key_start, self.key_end))
 
+    def split(self, max_queries: int) -> AxisGroups:
+        """Splits groups wider than ``max_queries`` into near-equal parts with the same keys.
+
+        Border groups are often twice as wide as the others; splitting them keeps the padding
+        of a batched layout small without changing which keys any query sees.
+        """
+        qs, qe, ks, ke = [], [], [], []
+        for start, end, k0, k1 in zip(
+            self.query_start, self.query_end, self.key_start, self.key_end
+        ):
+            parts = -(-(end - start) // max_queries)
+            bounds = [start + (end - start) * i // parts for i in range(parts + 1)]
+            qs += bounds[:-1]
+            qe += bounds[1:]
+            ks += [k0] * parts
+            ke += [k1] * parts
+        return AxisGroups(qs, qe, ks, ke)
+
+    def balanced_width(self, cost_per_group: float = 2.0) -> int:
+        """The split width minimising padded queries plus a per-group overhead."""
+        sizes = [e - s for s, e in zip(self.query_start, self.query_end)]
+
+        def cost(width: int) -> float:
+            parts = sum(-(-n // width) for n in sizes)
+            return parts * (width + cost_per_group)
+
+        return min(range(1, max(sizes) + 1), key=cost)
+
     def padded_indices(self, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Gather indices padded to the widest group.
 
@@ -155,60 +183,98 @@ def windowed_attention(
 
     rows = window_groups(out_h, feat_h, window_ratio)
     cols = window_groups(out_w, feat_w, window_ratio)
-    q_index, q_valid, k_index, k_valid = cols.padded_indices(device)
-    n_col_groups, q_width = q_index.shape
+    cols = cols.split(cols.balanced_width())
+    q_index, _, k_index, k_valid = cols.padded_indices(device)
+    n_groups, q_width = q_index.shape
     k_width = k_index.shape[1]
-    q_index, k_index = q_index.flatten(), k_index.flatten()
-    needs_key_mask = not bool(k_valid.all())
-    out_dtype = torch.result_type(values, keys) if not torch.is_autocast_enabled() else values.dtype
-    output = values.new_empty(batch, out_h, out_w, channels, dtype=out_dtype)
+    # Keys and values gathered once per column group, laid out so that any range of feature
+    # rows is a strided view usable by batched matrix products without a copy:
+    # keys (heads, B*G, head_dim, h, K), values (B*G, h, K, C), key mask (G, h, K).
+    k_cols = keys[:, :, k_index.flatten()].view(
+        batch, feat_h, n_groups, k_width, num_heads, head_dim
+    )
+    k_cols = k_cols.permute(4, 0, 2, 5, 1, 3).reshape(
+        num_heads, batch * n_groups, head_dim, feat_h, k_width
+    )
+    v_cols = values[:, :, k_index.flatten()].view(batch, feat_h, n_groups, k_width, channels)
+    v_cols = v_cols.permute(0, 2, 1, 3, 4).reshape(batch * n_groups, feat_h, k_width, channels)
+    key_pad = None
+    if not bool(k_valid.all()):
+        key_pad = (~k_valid)[:, None, :].expand(n_groups, feat_h, k_width)
+    # Where each output column sits in the padded (group, query) layout.
+    col_group = torch.repeat_interleave(
+        torch.arange(n_groups, device=device),
+        torch.tensor([e - s for s, e in zip(cols.query_start, cols.query_end)], device=device),
+    )
+    col_offset = (
+        torch.arange(out_w, device=device)
+        - torch.tensor(cols.query_start, device=device)[col_group]
+    )
+
+    # With autograd the tiles are concatenated; without, they are written into one buffer.
+    # (A query transform may hold parameters, so it counts as needing gradients.)
+    track_grad = torch.is_grad_enabled() and (
+        query_transform is not None or any(t.requires_grad for t in (queries, keys, values))
+    )
+    out_dtype = values.dtype if torch.is_autocast_enabled() else torch.result_type(values, keys)
+    output = None
+    if not track_grad:
+        output = values.new_empty(batch, out_h, out_w, channels, dtype=out_dtype)
+    pieces = []
 
     for q_start, q_end, k_start, k_end in zip(
         rows.query_start, rows.query_end, rows.key_start, rows.key_end
     ):
-        n_key_rows = k_end - k_start
-        n_keys = n_key_rows * k_width
-        # Keys and values of this row group, gathered per column group: (B, G, ...).
-        k_tile = keys[:, k_start:k_end, k_index].view(
-            batch, n_key_rows, n_col_groups, k_width, num_heads, head_dim
+        n_keys = (k_end - k_start) * k_width
+        k_tile = k_cols[:, :, :, k_start:k_end].reshape(
+            num_heads, batch * n_groups, head_dim, n_keys
         )
-        k_tile = k_tile.permute(0, 4, 2, 5, 1, 3).reshape(
-            batch, num_heads, n_col_groups, head_dim, n_keys
-        )
-        v_tile = values[:, k_start:k_end, k_index].view(
-            batch, n_key_rows, n_col_groups, k_width, channels
-        )
-        v_tile = v_tile.permute(0, 2, 1, 3, 4).reshape(batch, n_col_groups, n_keys, channels)
-        key_mask = None
-        if needs_key_mask:
-            key_mask = (
-                ~k_valid[:, None, None, :].expand(n_col_groups, 1, n_key_rows, k_width)
-            ).reshape(n_col_groups, 1, n_keys)
+        v_tile = v_cols[:, k_start:k_end].reshape(batch * n_groups, n_keys, channels)
+        mask = None
+        if key_pad is not None:
+            mask = key_pad[:, k_start:k_end].reshape(1, n_groups, 1, n_keys)
+            mask = mask.expand(batch, -1, -1, -1).reshape(1, batch * n_groups, 1, n_keys)
 
-        per_row = batch * num_heads * n_col_groups * q_width * n_keys
+        per_row = batch * num_heads * n_groups * q_width * n_keys
         rows_per_tile = max(1, max_tile_elements // per_row)
         for r0 in range(q_start, q_end, rows_per_tile):
-            r1 = min(r0 + rows_per_tile, q_end)
-            n_rows = r1 - r0
-            q_tile = queries[:, r0:r1]
+            n_rows = min(r0 + rows_per_tile, q_end) - r0
+            q_tile = queries[:, r0 : r0 + n_rows]
             if query_transform is not None:
                 q_tile = query_transform(q_tile)
-            q_tile = q_tile[:, :, q_index].view(
-                batch, n_rows, n_col_groups, q_width, num_heads, head_dim
+            # Gather the padded (group, row, query) layout: (B*G, n*Q, D).
+            gather = (
+                torch.arange(n_rows, device=device)[None, :, None] * out_w + q_index[:, None, :]
+            ).flatten()
+            q_tile = q_tile.reshape(batch, n_rows * out_w, dim).index_select(1, gather)
+            q_tile = q_tile.view(batch * n_groups, n_rows * q_width, dim)
+            logits = torch.stack(
+                [
+                    torch.bmm(q_tile[..., h * head_dim : (h + 1) * head_dim], k_tile[h])
+                    for h in range(num_heads)
+                ]
+            ).float()
+            if mask is not None:
+                logits.masked_fill_(mask, float('-inf'))
+            attn = logits.softmax(dim=-1).mean(dim=0)
+            out = torch.bmm(attn.to(v_tile.dtype), v_tile).view(
+                batch, n_groups * n_rows * q_width, channels
             )
-            q_tile = q_tile.permute(0, 4, 2, 1, 3, 5).reshape(
-                batch, num_heads, n_col_groups, n_rows * q_width, head_dim
-            )
-            logits = torch.matmul(q_tile, k_tile).float()
-            if key_mask is not None:
-                logits = logits.masked_fill(key_mask, float('-inf'))
-            attn = logits.softmax(dim=-1).mean(dim=1)
-            out = torch.matmul(attn.to(v_tile.dtype), v_tile)
-            out = out.view(batch, n_col_groups, n_rows, q_width, channels).permute(0, 2, 1, 3, 4)
-            output[:, r0:r1] = out.reshape(batch, n_rows, n_col_groups * q_width, channels)[
-                :, :, q_valid
-            ]
-    return output
+            # Back to output order: column j of row r sits at (group(j), r, offset(j)).
+            scatter = (
+                col_group[None, :] * (n_rows * q_width)
+                + torch.arange(n_rows, device=device)[:, None] * q_width
+                + col_offset[None, :]
+            ).flatten()
+            if output is None:
+                pieces.append(out.index_select(1, scatter).view(batch, n_rows, out_w, channels))
+                continue
+            out = out.to(output.dtype)
+            for b in range(batch):
+                torch.index_select(
+                    out[b], 0, scatter, out=output[b, r0 : r0 + n_rows].view(-1, channels)
+                )
+    return output if output is not None else torch.cat(pieces, dim=1)
 
 
 def dense_window_attention_reference(
