@@ -1,0 +1,16 @@
+"""Datasets of the linear-probe benchmarks, each checking its files when it is built."""
+
+from .ade20k151 import ADE20K151Dataset
+from .checked_dataset import CheckedSegDataset, DatasetCheckError
+from .coco_stuff27 import COARSE_CLASSES, FINE_TO_COARSE, CocoStuff27Dataset
+from .voc2012 import VOC2012Dataset
+
+__all__ = [
+    'COARSE_CLASSES',
+    'FINE_TO_COARSE',
+    'ADE20K151Dataset',
+    'CheckedSegDataset',
+    'CocoStuff27Dataset',
+    'DatasetCheckError',
+    'VOC2012Dataset',
+]

@@ -1,0 +1,136 @@
+"""AnyUp as an MMSegmentation neck: image-guided upsampling of backbone maps."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from mmengine.logging import print_log
+from mmseg.registry import MODELS
+from torch import Tensor
+
+from anyup_plugin.core.anyup import AnyUp
+
+from .image_guided_neck import ImageGuidedNeck, missing_image_error
+
+__all__ = ['AnyUpNeck']
+
+# Parameters of the published model that the forward pass never uses (the attention's output
+# projection exists in the checkpoints, unused). Kept frozen when the neck trains, so that
+# distributed training finds no parameter without a gradient.
+_UNUSED_PARAMETER_PREFIXES = ('cross_decode.cross_attn.attention.out_proj.',)
+
+
+@MODELS.register_module()
+class AnyUpNeck(ImageGuidedNeck):
+    """Upsamples backbone maps with AnyUp, guided by the network's input image.
+
+    Each selected (B, C, h, w) map becomes (B, C, ceil(H / s), ceil(W / s)) for the input
+    size (H, W) and ``output_stride`` s; every output vector is a convex combination of input
+    vectors, so a head trained on the backbone's features applies unchanged. The input image
+    arrives normalised as the segmentor's data preprocessor does it and is converted to the
+    ImageNet normalisation AnyUp expects (see ``input_mean``/``input_std``).
+
+    Needs the image: use it with ``type='AnyUpEncoderDecoder'``; MMSeg's ``EncoderDecoder``
+    does not pass the image, and the neck then raises an error saying so.
+
+    Args:
+        checkpoint: AnyUp weights: a local file, or a published name (``'anyup_paper'``,
+            ``'anyup_multi_backbone'``; offline, the error says where to put the file).
+            ``None`` keeps a random initialisation and logs a warning.
+        frozen: Keep AnyUp frozen (no parameter trains, eval mode, no graph recorded unless
+            the features themselves need gradients), as in the paper's probes. ``False``
+            trains it with the rest of the model (fine-tuning).
+        window_ratio: Attention window half-size relative to the image (published: 0.1).
+        in_index: Backbone maps to upsample (``None``: all).
+        output_stride: Input pixels per output cell (1: input size), one or one per level.
+        upsample_in_training: ``False`` passes the maps through in training mode and
+            upsamples only in eval mode (feature-preservation protocol).
+        input_mean: Mean (RGB, 0-255) of the input normalisation; default from the data
+            preprocessor via ``AnyUpEncoderDecoder``, else ImageNet's.
+        input_std: Standard deviation (RGB, 0-255), likewise.
+        init_cfg: MMEngine init config (AnyUp keeps its own initialisation or checkpoint).
+        **anyup_kwargs: Other ``AnyUp`` constructor arguments (e.g. ``max_tile_elements``).
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | None = None,
+        frozen: bool = True,
+        window_ratio: float = 0.1,
+        in_index: int | Sequence[int] | None = None,
+        output_stride: int | Sequence[int] = 1,
+        upsample_in_training: bool = True,
+        input_mean: Sequence[float] | None = None,
+        input_std: Sequence[float] | None = None,
+        init_cfg: dict | None = None,
+        **anyup_kwargs: Any,
+    ) -> None:
+        super().__init__(
+            in_index=in_index,
+            output_stride=output_stride,
+            upsample_in_training=upsample_in_training,
+            input_mean=input_mean,
+            input_std=input_std,
+            init_cfg=init_cfg,
+        )
+        if checkpoint is None:
+            self.upsampler = AnyUp(window_ratio=window_ratio, **anyup_kwargs)
+            print_log(
+                'AnyUpNeck: no checkpoint given, AnyUp keeps its random initialisation. Set '
+                "checkpoint='anyup_paper' (or a local .pth path) for the published weights.",
+                logger='current',
+                level=logging.WARNING,
+            )
+        else:
+            self.upsampler = AnyUp.from_pretrained(
+                checkpoint, window_ratio=window_ratio, **anyup_kwargs
+            )
+            print_log(f'AnyUpNeck: loaded AnyUp weights from {checkpoint}', logger='current')
+        self.checkpoint = checkpoint
+        self.frozen = bool(frozen)
+        if self.frozen:
+            self.upsampler.requires_grad_(False)
+        else:
+            for name, param in self.upsampler.named_parameters():
+                if name.startswith(_UNUSED_PARAMETER_PREFIXES):
+                    param.requires_grad_(False)
+        self.upsampler.train(not self.frozen and self.training)
+
+    def train(self, mode: bool = True) -> AnyUpNeck:
+        """Sets the neck's mode; a frozen AnyUp stays in eval mode."""
+        super().train(mode)
+        if self.frozen:
+            self.upsampler.eval()
+        return self
+
+    def forward(
+        self, inputs: Tensor | Sequence[Tensor], image: Tensor | None = None
+    ) -> tuple[Tensor, ...]:
+        """Upsamples the selected maps guided by ``image``; see :class:`ImageGuidedNeck`.
+
+        Args:
+            inputs: Backbone maps, each (B, C_i, h_i, w_i).
+            image: (B, 3, H, W) network input. Required.
+
+        Returns:
+            The maps, those selected at (B, C_i, ceil(H / s), ceil(W / s)).
+        """
+        if image is None and not (self.training and not self.upsample_in_training):
+            raise missing_image_error(type(self).__name__)
+        return super().forward(inputs, image)
+
+    def upsample(self, features: Tensor, guidance: Tensor | None, size: tuple[int, int]) -> Tensor:
+        """(B, C, h, w) features + (B, 3, H, W) ImageNet-normalised guidance -> (B, C, *size)."""
+        if self.frozen and not features.requires_grad:
+            with torch.no_grad():
+                return self.upsampler(guidance, features, output_size=size)
+        return self.upsampler(guidance, features, output_size=size)
+
+    def extra_repr(self) -> str:
+        return (
+            f'checkpoint={self.checkpoint!r}, frozen={self.frozen}, in_index={self.in_index}, '
+            f'output_stride={self.output_stride}, upsample_in_training={self.upsample_in_training}'
+        )

@@ -1,0 +1,74 @@
+"""FrozenTimmBackbone: outputs, freezing, eval mode, partial unfreezing, weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip('mmseg.models', reason='MMSegmentation (with mmcv ops) is not installed')
+
+from anyup_plugin.mmseg.backbones import FrozenTimmBackbone  # noqa: E402
+
+TINY_VIT = dict(model_name='vit_small_patch14_dinov2', depth=2)
+
+
+def test_outputs_and_frozen_state():
+    backbone = FrozenTimmBackbone(**TINY_VIT, layers=[0, 1])
+    out = backbone(torch.randn(2, 3, 56, 70))
+    assert isinstance(out, tuple)
+    assert [tuple(o.shape) for o in out] == [(2, 384, 4, 5)] * 2
+    assert backbone.out_channels == [384, 384] and backbone.patch_size == 14
+    assert not any(p.requires_grad for p in backbone.parameters())
+    assert out[0].grad_fn is None
+    backbone.train()
+    assert not backbone.encoder.training and not backbone.encoder.model.training
+
+
+def test_pads_sizes_that_are_not_multiples_of_the_patch():
+    out = FrozenTimmBackbone(**TINY_VIT)(torch.randn(1, 3, 57, 40))
+    assert tuple(out[0].shape) == (1, 384, 5, 3)  # ceil(57 / 14), ceil(40 / 14)
+
+
+def test_trainable_last_blocks_get_gradients():
+    backbone = FrozenTimmBackbone(**TINY_VIT, trainable_blocks=1)
+    trainable = {n for n, p in backbone.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith(('encoder.model.blocks.1.', 'encoder.model.norm.'))
+                             for n in trainable)  # fmt: skip
+    backbone.train()
+    backbone(torch.randn(1, 3, 28, 28))[0].square().mean().backward()
+    for name, param in backbone.named_parameters():
+        assert (param.grad is not None) == (name in trainable), name
+    with pytest.raises(ValueError, match='at most 2'):
+        FrozenTimmBackbone(**TINY_VIT, trainable_blocks=3)
+
+
+def test_unknown_model_lists_close_matches():
+    with pytest.raises(ValueError, match='vit_small_patch14_dinov2'):
+        FrozenTimmBackbone(model_name='vit_small_patch14_dinov3_typo')
+
+
+def test_missing_checkpoint_says_where_to_get_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match='huggingface.co/timm'):
+        FrozenTimmBackbone(**TINY_VIT, checkpoint=str(tmp_path / 'model.safetensors'))
+
+
+def test_local_checkpoint_loads_and_survives_init_weights(tmp_path):
+    source = FrozenTimmBackbone(**TINY_VIT)
+    path = tmp_path / 'vit.pth'
+    torch.save(source.encoder.model.state_dict(), path)
+    torch.manual_seed(123)
+    loaded = FrozenTimmBackbone(**TINY_VIT, checkpoint=str(path))
+    loaded.init_weights()  # what the runner calls: must not re-initialise the timm model
+    for key, value in source.encoder.model.state_dict().items():
+        torch.testing.assert_close(loaded.encoder.model.state_dict()[key], value)
+
+
+def test_input_normalisation_is_undone():
+    backbone = FrozenTimmBackbone(**TINY_VIT).eval()
+    torch.manual_seed(0)
+    pixels = torch.rand(1, 3, 28, 28) * 255
+    imagenet_mean = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
+    imagenet_std = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1)
+    reference = backbone((pixels - imagenet_mean) / imagenet_std)[0]
+    backbone.set_input_normalization([0, 0, 0], [255, 255, 255])
+    torch.testing.assert_close(backbone(pixels / 255)[0], reference, rtol=1e-4, atol=1e-4)

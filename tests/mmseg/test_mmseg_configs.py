@@ -1,0 +1,125 @@
+"""Every config in configs/mmseg trains a few iterations and validates on tiny generated data."""
+
+from __future__ import annotations
+
+import ast
+import math
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip('mmseg.models', reason='MMSegmentation (with mmcv ops) is not installed')
+
+from mmengine.config import Config  # noqa: E402
+from mmengine.hooks import Hook  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / 'configs' / 'mmseg'
+CONFIGS = sorted(CONFIG_DIR.glob('*.py'))
+PAPER_CONFIGS = ['ade20k_dinov2', 'coco_stuff27_dinov2', 'voc2012_dinov2']
+
+
+def _data_fixture(stem: str) -> str:
+    if stem.startswith(('ade20k', 'demo_ade20k')):
+        return 'ade_root'
+    if stem.startswith('coco_stuff27'):
+        return 'coco_root'
+    if stem.startswith('voc2012'):
+        return 'voc_root'
+    raise AssertionError(f'no test dataset for config {stem}: add one to tests/mmseg/conftest.py')
+
+
+class _Watch(Hook):
+    """Records validation metrics and the modes/gradients seen during training iterations."""
+
+    def __init__(self) -> None:
+        self.metrics: list[dict] = []
+        self.train_states: list[dict] = []
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        model = runner.model
+        encoder = model.backbone.encoder
+        self.train_states.append(
+            dict(
+                model_training=model.training,
+                encoder_training=encoder.model.training,
+                frozen_grads=[
+                    p.grad is not None for p in encoder.parameters() if not p.requires_grad
+                ],
+                head_grad=model.decode_head.conv_seg.weight.grad is not None,
+                loss=float(outputs['loss']),
+            )
+        )
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        self.metrics.append(dict(metrics or {}))
+
+
+def test_every_config_has_a_test_dataset_and_a_docstring():
+    assert len(CONFIGS) >= 9
+    for path in CONFIGS:
+        _data_fixture(path.stem)
+        doc = ast.get_docstring(ast.parse(path.read_text())) or ''
+        assert 'Protocol' in doc or 'Not a paper protocol' in doc, path.name
+        assert 'Paper number' in doc or 'no paper number' in doc, path.name
+
+
+@pytest.mark.parametrize('config', CONFIGS, ids=lambda p: p.stem)
+def test_config_trains_and_validates(config, request, tmp_path, shrink_config):
+    cfg = Config.fromfile(str(config))
+    shrink_config(cfg, request.getfixturevalue(_data_fixture(config.stem)), tmp_path)
+    runner = Runner.from_cfg(cfg)
+    watch = _Watch()
+    runner.register_hook(watch)
+    runner.train()
+
+    assert len(watch.train_states) == 2  # 4 training images, batch 2, one epoch
+    for state in watch.train_states:
+        assert state['model_training'] and not state['encoder_training']
+        assert not any(state['frozen_grads'])
+        assert math.isfinite(state['loss'])
+    assert len(watch.metrics) == 1
+    metrics = watch.metrics[0]
+    assert {'mIoU', 'aAcc'} <= set(metrics)
+    assert math.isfinite(metrics['mIoU']) and 0 <= metrics['aAcc'] <= 100
+    assert list(tmp_path.glob('epoch_1.pth'))
+
+
+@pytest.mark.parametrize('stem', PAPER_CONFIGS)
+def test_bilinear_twin_differs_only_in_the_neck(stem):
+    anyup = Config.fromfile(str(CONFIG_DIR / f'{stem}.py')).to_dict()
+    bilinear = Config.fromfile(str(CONFIG_DIR / f'{stem}_bilinear.py')).to_dict()
+    assert anyup['model'].pop('neck')['type'] == 'AnyUpNeck'
+    assert bilinear['model'].pop('neck') == dict(type='BilinearNeck')
+    assert anyup == bilinear
+
+
+@pytest.mark.parametrize('stem', PAPER_CONFIGS)
+def test_paper_configs_pin_the_protocol(stem):
+    cfg = Config.fromfile(str(CONFIG_DIR / f'{stem}.py'))
+    assert cfg.custom_imports.imports == ['anyup_plugin.mmseg'] and cfg.default_scope == 'mmseg'
+    backbone, neck, head = cfg.model.backbone, cfg.model.neck, cfg.model.decode_head
+    assert cfg.model.type == 'AnyUpEncoderDecoder'
+    assert backbone.model_name == 'vit_small_patch14_dinov2.lvd142m'
+    assert (
+        backbone.layers == -1 and backbone.apply_norm and backbone.get('trainable_blocks', 0) == 0
+    )
+    assert neck.frozen and neck.output_stride == 1 and neck.window_ratio == 0.1
+    assert head.type == 'LinearProbeHead' and head.ignore_index == 255
+    assert head.num_classes == {'ade20k_dinov2': 151, 'coco_stuff27_dinov2': 27,
+                                'voc2012_dinov2': 21}[stem]  # fmt: skip
+    optimizer = cfg.optim_wrapper.optimizer
+    assert (optimizer.type, optimizer.lr, optimizer.weight_decay) == ('AdamW', 5e-4, 1e-5)
+    assert tuple(optimizer.betas) == (0.9, 0.999)
+    (scheduler,) = cfg.param_scheduler
+    assert scheduler.type == 'CosineAnnealingLR' and scheduler.by_epoch
+    assert scheduler.T_max == cfg.train_cfg.max_epochs == 20 and cfg.train_cfg.val_interval == 1
+    assert cfg.train_dataloader.batch_size == 2 and cfg.val_dataloader.batch_size == 1
+    train_steps = [s['type'] for s in cfg.train_dataloader.dataset.pipeline]
+    assert train_steps == ['LoadImageFromFile', 'LoadAnnotations', 'ResizeShortSide',
+                           'SegCenterCrop', 'RandomFlip', 'PackSegInputs']  # fmt: skip
+    for step in cfg.train_dataloader.dataset.pipeline + cfg.val_dataloader.dataset.pipeline:
+        if step['type'] in ('ResizeShortSide', 'SegCenterCrop'):
+            assert step['size'] == 448
+    assert cfg.test_dataloader == cfg.val_dataloader
+    assert cfg.val_evaluator.type == 'IoUMetric'

@@ -1,0 +1,154 @@
+"""AnyUpNeck and BilinearNeck: shapes, strides, guidance normalisation, freezing, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+pytest.importorskip('mmseg.models', reason='MMSegmentation (with mmcv ops) is not installed')
+
+from anyup_plugin.core.anyup import AnyUp  # noqa: E402
+from anyup_plugin.mmseg.input_norm import IMAGENET_MEAN_255, IMAGENET_STD_255  # noqa: E402
+from anyup_plugin.mmseg.necks import AnyUpNeck, BilinearNeck  # noqa: E402
+
+
+def _inputs(batch=2, channels=8, h=4, w=5, size=(28, 35)):
+    torch.manual_seed(0)
+    feats = (torch.randn(batch, channels, h, w), torch.randn(batch, 2 * channels, h, w))
+    image = torch.randn(batch, 3, *size)
+    return feats, image
+
+
+@pytest.mark.parametrize('neck_type', [AnyUpNeck, BilinearNeck])
+def test_upsamples_every_level_to_input_size(neck_type):
+    feats, image = _inputs()
+    out = neck_type().eval()(feats, image)
+    assert [tuple(o.shape) for o in out] == [(2, 8, 28, 35), (2, 16, 28, 35)]
+
+
+@pytest.mark.parametrize('neck_type', [AnyUpNeck, BilinearNeck])
+def test_stride_and_in_index(neck_type):
+    feats, image = _inputs()
+    out = neck_type(in_index=1, output_stride=4).eval()(feats, image)
+    assert out[0] is feats[0]  # not selected: passed through
+    assert tuple(out[1].shape) == (2, 16, 7, 9)  # ceil(28 / 4), ceil(35 / 4)
+    out = neck_type(in_index=[0, 1], output_stride=[2, 7]).eval()(feats, image)
+    assert tuple(out[0].shape[-2:]) == (14, 18) and tuple(out[1].shape[-2:]) == (4, 5)
+
+
+def test_per_level_strides_need_matching_in_index():
+    with pytest.raises(ValueError, match='in_index'):
+        BilinearNeck(output_stride=[2, 4])
+    with pytest.raises(ValueError):
+        AnyUpNeck(output_stride=0)
+
+
+def test_bilinear_neck_is_plain_interpolation():
+    feats, image = _inputs()
+    out = BilinearNeck()(feats, image)
+    expected = F.interpolate(feats[0], size=(28, 35), mode='bilinear', align_corners=False)
+    torch.testing.assert_close(out[0], expected)
+
+
+def test_anyup_neck_without_image_names_the_segmentor():
+    feats, _ = _inputs()
+    with pytest.raises(RuntimeError, match="type='AnyUpEncoderDecoder'"):
+        AnyUpNeck().eval()(feats)
+    with pytest.raises(RuntimeError, match='AnyUpEncoderDecoder'):
+        BilinearNeck()(feats)
+    # the bilinear baseline can run in a stock EncoderDecoder given a factor
+    assert tuple(BilinearNeck(scale_factor=14)(feats)[0].shape[-2:]) == (56, 70)
+
+
+def test_anyup_output_is_a_convex_combination_of_inputs():
+    feats, image = _inputs(batch=1, channels=3)
+    out = AnyUpNeck().eval()(feats, image)[0]
+    lo = feats[0].amin(dim=(2, 3), keepdim=True)
+    hi = feats[0].amax(dim=(2, 3), keepdim=True)
+    assert bool(((out >= lo - 1e-4) & (out <= hi + 1e-4)).all())
+
+
+class _Recorder(torch.nn.Module):
+    """Stands in for AnyUp and records the guidance it receives."""
+
+    def forward(self, image, features, output_size=None):
+        self.image = image
+        return F.interpolate(features, size=output_size, mode='nearest')
+
+
+def test_guidance_is_converted_to_imagenet_normalisation():
+    neck = AnyUpNeck().eval()
+    neck.upsampler = _Recorder()
+    torch.manual_seed(0)
+    pixels = torch.rand(1, 3, 14, 14) * 255
+    mean, std = [127.5, 127.5, 127.5], [127.5, 127.5, 127.5]
+    neck.set_input_normalization(mean, std)
+    x = (pixels - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    neck([torch.randn(1, 4, 2, 2)], x)
+    imagenet = (pixels - torch.tensor(IMAGENET_MEAN_255).view(1, 3, 1, 1)) / torch.tensor(
+        IMAGENET_STD_255
+    ).view(1, 3, 1, 1)
+    torch.testing.assert_close(neck.upsampler.image, imagenet, rtol=1e-5, atol=1e-5)
+
+    # ImageNet statistics: the image is passed through untouched
+    neck.set_input_normalization(IMAGENET_MEAN_255, IMAGENET_STD_255)
+    neck([torch.randn(1, 4, 2, 2)], x)
+    assert neck.upsampler.image is x
+
+
+def test_frozen_neck_stays_eval_and_passes_gradients_to_features():
+    neck = AnyUpNeck()
+    neck.train()
+    assert neck.training and not neck.upsampler.training
+    assert not any(p.requires_grad for p in neck.parameters())
+    feats, image = _inputs(batch=1)
+    out = neck(feats, image)
+    assert out[0].grad_fn is None  # nothing to differentiate: no graph recorded
+    leaf = feats[0].clone().requires_grad_(True)
+    neck([leaf], image)[0].sum().backward()
+    assert leaf.grad is not None and bool(leaf.grad.abs().sum() > 0)
+
+
+def test_trainable_neck_gives_every_trainable_parameter_a_gradient():
+    neck = AnyUpNeck(frozen=False).train()
+    assert neck.upsampler.training
+    trainable = {n for n, p in neck.named_parameters() if p.requires_grad}
+    assert trainable and not any('out_proj' in n for n in trainable)
+    feats, image = _inputs(batch=1)
+    neck(feats, image)[0].square().mean().backward()
+    missing = [n for n, p in neck.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing  # distributed training would report these as unused
+
+
+def test_upsample_only_in_eval_mode():
+    neck = AnyUpNeck(upsample_in_training=False)
+    feats, image = _inputs()
+    assert neck.train()(feats, image)[0] is feats[0]
+    assert neck.train()(feats)[0] is feats[0]  # no image needed while passing through
+    assert tuple(neck.eval()(feats, image)[0].shape[-2:]) == (28, 35)
+
+
+def test_checkpoint_loading_and_mismatch(tmp_path):
+    reference = AnyUp()
+    path = tmp_path / 'anyup.pth'
+    torch.save(reference.state_dict(), path)
+    neck = AnyUpNeck(checkpoint=str(path))
+    for key, value in reference.state_dict().items():
+        torch.testing.assert_close(neck.upsampler.state_dict()[key], value)
+
+    broken = dict(reference.state_dict())
+    broken.pop('rope.freqs')
+    torch.save(broken, path)
+    with pytest.raises(RuntimeError, match='rope.freqs'):
+        AnyUpNeck(checkpoint=str(path))
+    with pytest.raises(FileNotFoundError):
+        AnyUpNeck(checkpoint=str(tmp_path / 'missing.pth'))
+
+
+def test_init_weights_keeps_loaded_weights(tmp_path):
+    neck = AnyUpNeck()
+    before = {k: v.clone() for k, v in neck.state_dict().items()}
+    neck.init_weights()
+    for key, value in neck.state_dict().items():
+        torch.testing.assert_close(value, before[key])

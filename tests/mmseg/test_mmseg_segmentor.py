@@ -1,0 +1,100 @@
+"""AnyUpEncoderDecoder passes the image to the neck and shares the preprocessor's statistics."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip('mmseg.models', reason='MMSegmentation (with mmcv ops) is not installed')
+
+from mmengine.config import ConfigDict  # noqa: E402
+from mmengine.registry import init_default_scope  # noqa: E402
+from mmengine.structures import PixelData  # noqa: E402
+from mmseg.registry import MODELS  # noqa: E402
+from mmseg.structures import SegDataSample  # noqa: E402
+
+import anyup_plugin.mmseg  # noqa: E402, F401  (registers the modules)
+
+init_default_scope('mmseg')
+
+
+def _model_cfg(segmentor='AnyUpEncoderDecoder', neck=None, mean=None, std=None):
+    return ConfigDict(
+        type=segmentor,
+        data_preprocessor=dict(
+            type='SegDataPreProcessor',
+            mean=mean or [123.675, 116.28, 103.53],
+            std=std or [58.395, 57.12, 57.375],
+            bgr_to_rgb=True,
+            seg_pad_val=255,
+        ),
+        backbone=dict(type='FrozenTimmBackbone', model_name='vit_small_patch14_dinov2', depth=2),
+        neck=neck if neck is not None else dict(type='AnyUpNeck'),
+        decode_head=dict(type='LinearProbeHead', in_channels=384, num_classes=5),
+        test_cfg=dict(mode='whole'),
+    )
+
+
+def _batch(n=2, size=28):
+    torch.manual_seed(0)
+    inputs = torch.randn(n, 3, size, size)
+    samples = []
+    for _ in range(n):
+        sample = SegDataSample()
+        sample.gt_sem_seg = PixelData(data=torch.randint(0, 5, (1, size, size)))
+        sample.set_metainfo(
+            dict(img_shape=(size, size), ori_shape=(size, size), pad_shape=(size, size))
+        )
+        samples.append(sample)
+    return inputs, samples
+
+
+def test_loss_and_predict_with_full_resolution_features():
+    model = MODELS.build(_model_cfg())
+    inputs, samples = _batch()
+    feats = model.extract_feat(inputs)
+    assert tuple(feats[0].shape) == (2, 384, 28, 28)
+    losses = model.loss(inputs, samples)
+    assert torch.isfinite(losses['decode.loss_ce'])
+    losses['decode.loss_ce'].backward()
+    assert model.decode_head.conv_seg.weight.grad is not None
+    model.eval()
+    preds = model.predict(inputs, samples)
+    assert tuple(preds[0].pred_sem_seg.data.shape) == (1, 28, 28)
+
+
+def test_preprocessor_statistics_reach_backbone_and_neck():
+    mean, std = [100.0, 110.0, 120.0], [50.0, 60.0, 70.0]
+    model = MODELS.build(_model_cfg(mean=mean, std=std))
+    for module in (model.backbone, model.neck):
+        assert not module.input_norm.identity
+        assert module.input_norm.source_mean == pytest.approx(tuple(mean))
+        assert module.input_norm.source_std == pytest.approx(tuple(std))
+    # explicit settings in the module config win
+    neck = dict(type='AnyUpNeck', input_mean=[123.675, 116.28, 103.53],
+                input_std=[58.395, 57.12, 57.375])  # fmt: skip
+    model = MODELS.build(_model_cfg(neck=neck, mean=mean, std=std))
+    assert model.neck.input_norm.identity and not model.backbone.input_norm.identity
+
+
+def test_stock_encoder_decoder_fails_naming_the_replacement():
+    model = MODELS.build(_model_cfg(segmentor='EncoderDecoder'))
+    inputs, samples = _batch()
+    with pytest.raises(RuntimeError, match="type='AnyUpEncoderDecoder'"):
+        model.loss(inputs, samples)
+
+
+def test_other_necks_are_called_without_image():
+    neck = dict(type='MultiLevelNeck', in_channels=[384], out_channels=384, scales=[2])
+    model = MODELS.build(_model_cfg(neck=neck))
+    inputs, _ = _batch()
+    assert tuple(model.extract_feat(inputs)[0].shape) == (2, 384, 4, 4)
+
+
+def test_slide_inference_guides_each_window():
+    cfg = _model_cfg()
+    cfg.test_cfg = ConfigDict(mode='slide', crop_size=(28, 28), stride=(14, 14))
+    model = MODELS.build(cfg).eval()
+    inputs, samples = _batch(n=1, size=42)
+    preds = model.predict(inputs, samples)
+    assert tuple(preds[0].seg_logits.data.shape) == (5, 42, 42)
