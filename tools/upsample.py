@@ -23,7 +23,9 @@ Weights:
     published name) or else the published 'anyup_multi_backbone' checkpoint (downloaded, or
     found in torch's hub cache). With --random-weights, every component without a local
     checkpoint is randomly initialised instead and nothing is downloaded: the output then shows
-    no learned upsampling and is only good for testing the pipeline.
+    no learned upsampling and is only good for testing the pipeline. Without network access,
+    timm's Hugging Face downloader retries for about a minute before giving up; set
+    HF_HUB_OFFLINE=1 to make it fail at once.
 
 Outputs are written atomically (temporary file in the same folder, then renamed): a run that
 fails leaves no partial or stale-looking output behind.
@@ -207,7 +209,8 @@ def load_encoder(args: argparse.Namespace) -> torch.nn.Module:
     except RuntimeError as exc:
         raise ToolError(
             f'{exc}\nPass --checkpoint PATH with local encoder weights, or --random-weights to '
-            'test the pipeline without weights.'
+            'test the pipeline without weights. (Offline, the Hugging Face downloader retries '
+            'for about a minute before failing; HF_HUB_OFFLINE=1 makes it fail at once.)'
         ) from exc
 
 
@@ -299,9 +302,10 @@ def run(args: argparse.Namespace) -> None:
             upsampled = upsampler(x, lowres)
         print(f'upsampled features: {tuple(upsampled.shape)}')
 
-    lowres_cpu = lowres.float().cpu().contiguous()
-    upsampled_cpu = upsampled.float().cpu().contiguous()
-    panel = feature_panel(x[0].cpu(), lowres_cpu, upsampled_cpu, IMAGENET_MEAN, IMAGENET_STD)
+    lowres_cpu = lowres.float().cpu()
+    upsampled_cpu = upsampled.float().cpu()  # may be channels-last: the PCA reads it as is
+    with timed('PCA visualisation'):
+        panel = feature_panel(x[0].cpu(), lowres_cpu, upsampled_cpu, IMAGENET_MEAN, IMAGENET_STD)
 
     # Write every output to a temporary file first; rename only when all are complete.
     temps: list[tuple[str, Path]] = []
@@ -309,8 +313,8 @@ def run(args: argparse.Namespace) -> None:
         temps.append((write_temp(output, lambda p: panel.save(p, format='PNG')), output))
         if features_out is not None:
             payload = {
-                'lowres': lowres_cpu,
-                'upsampled': upsampled_cpu,
+                'lowres': lowres_cpu.contiguous(),
+                'upsampled': upsampled_cpu.contiguous(),
                 'image': x.cpu(),
                 'encoder': args.encoder,
                 'layer': int(encoder.layers[0]),

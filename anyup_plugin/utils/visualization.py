@@ -76,12 +76,18 @@ class PCAProjection:
         Returns:
             (B, 3, h, w) float32 scores (batched even if the input was not).
         """
+        return self._project(self._check(features))
+
+    def _check(self, features: Tensor) -> Tensor:
         feats = _as_batched(features, 'features')
         if feats.shape[1] != self.channels:
             raise ValueError(
                 f'features must have {self.channels} channels (the PCA was fitted on that many), '
                 f'got shape {tuple(features.shape)}'
             )
+        return feats
+
+    def _project(self, feats: Tensor) -> Tensor:
         batch, _, height, width = feats.shape
         device = feats.device
         scores = (_pixels(feats) - self.mean.to(device)) @ self.components.to(device)
@@ -96,7 +102,10 @@ class PCAProjection:
         Returns:
             (B, 3, h, w) float32 RGB in [0, 1].
         """
-        scores = self.project(features)
+        return self._to_rgb(self._check(features))
+
+    def _to_rgb(self, feats: Tensor) -> Tensor:
+        scores = self._project(feats)
         low = self.low.to(scores.device).view(1, 3, 1, 1)
         high = self.high.to(scores.device).view(1, 3, 1, 1)
         return ((scores - low) / (high - low)).clamp_(0.0, 1.0)
@@ -137,10 +146,12 @@ def fit_pca(
     channels = pixels.shape[1]
     mean = pixels.mean(dim=0)
     centred = pixels - mean
-    # Right singular vectors of the centred data are the principal directions.
-    _, _, vh = torch.linalg.svd(centred, full_matrices=False)
-    k = min(n_components, vh.shape[0])
-    directions = vh[:k].T  # (C, k)
+    # Principal directions: top eigenvectors of the (C, C) covariance, in float64 (cheaper than
+    # an SVD of the (N, C) data and deterministic, unlike randomised low-rank PCA).
+    centred64 = centred.double()
+    _, eigvecs = torch.linalg.eigh(centred64.T @ centred64)  # ascending eigenvalues
+    k = min(n_components, channels)
+    directions = eigvecs[:, -k:].flip(-1).float()  # (C, k), largest variance first
     # Deterministic signs: the largest-magnitude loading of each direction is positive.
     pivot = directions.abs().argmax(dim=0)
     signs = torch.sign(directions[pivot, torch.arange(k)])
@@ -177,8 +188,10 @@ def joint_pca_rgb(reference: Tensor, *others: Tensor, quantile: float = 0.01) ->
     Returns:
         One (B, 3, h, w) RGB tensor in [0, 1] per input, reference first.
     """
-    pca = fit_pca(reference, quantile=quantile)
-    return [pca.to_rgb(reference)] + [pca.to_rgb(x) for x in others]
+    ref = _as_batched(reference, 'reference')
+    pca = fit_pca(ref, quantile=quantile)
+    checked = [pca._check(x) for x in others]
+    return [pca._to_rgb(ref)] + [pca._to_rgb(x) for x in checked]
 
 
 def denormalize_image(
@@ -297,7 +310,8 @@ def feature_panel(
             'lowres and upsampled must have the same channels, got shapes '
             f'{tuple(lowres.shape)} and {tuple(upsampled.shape)}'
         )
-    low_rgb, up_rgb = joint_pca_rgb(low, up)
+    pca = fit_pca(low)
+    low_rgb, up_rgb = pca._to_rgb(low), pca._to_rgb(up)
     height, width = rgb_image.shape[-2:]
     if tuple(up_rgb.shape[-2:]) != (height, width):
         up_rgb = F.interpolate(up_rgb, size=(height, width), mode='bilinear', align_corners=False)
