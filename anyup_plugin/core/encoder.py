@@ -454,6 +454,21 @@ class FrozenTimmEncoder(nn.Module):
             ValueError: ``image`` is not a finite floating-point (B, 3, H, W) tensor with
                 non-zero sizes.
         """
+        return self.extract_features(image)
+
+    def extract_features(self, image: Tensor) -> list[Tensor]:
+        """Like :meth:`forward`, but without ``torch.no_grad``.
+
+        For callers that unfreeze part of :attr:`model` (set ``requires_grad`` on some of its
+        parameters) and need gradients to reach them; frozen parts record no graph as long as
+        the image does not require grad. The module still stays in eval mode.
+
+        Args:
+            image: (B, 3, H, W) images normalised with ``input_mean``/``input_std``.
+
+        Returns:
+            The same list of feature maps as :meth:`forward`.
+        """
         check_image(image, 'image')
         height, width = image.shape[-2:]
         x = image

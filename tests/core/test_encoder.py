@@ -303,3 +303,15 @@ def test_unknown_pretrained_tag_lists_available_tags():
     with pytest.raises(ValueError, match='no pretrained tag') as info:
         FrozenTimmEncoder('resnet18.nope')
     assert 'tv_in1k' in str(info.value)
+
+
+def test_extract_features_lets_gradients_reach_unfrozen_blocks():
+    enc = tiny_encoder(layers=-1)
+    x = image(28, 28, b=1)
+    enc.model.blocks[-1].requires_grad_(True)
+    (out,) = enc.extract_features(x)
+    torch.testing.assert_close(out, enc(x)[0])
+    out.sum().backward()
+    assert enc.model.blocks[-1].mlp.fc2.weight.grad is not None
+    assert enc.model.blocks[0].mlp.fc2.weight.grad is None
+    assert not enc(x)[0].requires_grad  # forward itself stays gradient-free
