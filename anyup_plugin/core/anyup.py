@@ -283,6 +283,7 @@ def load_checkpoint_state_dict(
     if name in PUBLISHED_CHECKPOINTS and not os.path.isfile(name):
         cached = _published_cache_path(name)
         if not os.path.isfile(cached):
+            os.makedirs(os.path.dirname(cached), exist_ok=True)
             try:
                 torch.hub.download_url_to_file(PUBLISHED_CHECKPOINTS[name], cached, progress=False)
             except Exception as err:  # noqa: BLE001 - any network failure means the same to users
