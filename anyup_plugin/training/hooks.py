@@ -1,0 +1,108 @@
+"""Hooks of the AnyUp trainer."""
+
+from __future__ import annotations
+
+import os
+import os.path as osp
+import tempfile
+from typing import Any
+
+import torch
+from mmengine.dist import master_only
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+
+from .registry import HOOKS
+
+__all__ = ['ExportStudentHook', 'save_plain_state_dict']
+
+
+def save_plain_state_dict(module: torch.nn.Module, path: str) -> None:
+    """Saves ``module.state_dict()`` as a plain dict of float CPU tensors, atomically.
+
+    The file loads with ``torch.load(path, weights_only=True)`` and then
+    ``AnyUp.load_state_dict`` (or ``AnyUp.from_pretrained(path)``).
+
+    Args:
+        module: The module (the student).
+        path: Output file; written to a temporary file first and renamed, so a kill never
+            leaves a half-written file under this name.
+    """
+    state = {k: v.detach().to('cpu').clone().contiguous() for k, v in module.state_dict().items()}
+    folder = osp.dirname(osp.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix='.tmp_', suffix='.pth', dir=folder)
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+
+
+@HOOKS.register_module()
+class ExportStudentHook(Hook):
+    """Saves the student's weights as a plain state dict, next to MMEngine's checkpoints.
+
+    Files (in ``out_dir``, default the work directory): ``anyup_student_iter_<n>.pth`` every
+    ``interval`` iterations and at the end of training, and ``anyup_student_latest.pth``, a
+    copy of the newest. They hold the published key names, so
+    ``AnyUp.from_pretrained('work_dirs/.../anyup_student_latest.pth')`` loads them.
+
+    Args:
+        interval: Save every this many training iterations (<= 0: only at the end).
+        out_dir: Output folder; default ``runner.work_dir``.
+        max_keep: Keep at most this many ``anyup_student_iter_*.pth`` files (<= 0: all).
+        attribute: Name of the student submodule of the training model.
+    """
+
+    priority = 'LOW'
+
+    def __init__(
+        self,
+        interval: int = 5000,
+        out_dir: str | None = None,
+        max_keep: int = -1,
+        attribute: str = 'student',
+    ) -> None:
+        self.interval = interval
+        self.out_dir = out_dir
+        self.max_keep = max_keep
+        self.attribute = attribute
+        self._saved: list[str] = []
+        self._last_iter = -1
+
+    def _student(self, runner: Any) -> torch.nn.Module:
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        return getattr(model, self.attribute)
+
+    @master_only
+    def _save(self, runner: Any) -> None:
+        step = runner.iter
+        if step == self._last_iter:
+            return
+        self._last_iter = step
+        out_dir = self.out_dir or runner.work_dir
+        student = self._student(runner)
+        path = osp.join(out_dir, f'anyup_student_iter_{step}.pth')
+        save_plain_state_dict(student, path)
+        save_plain_state_dict(student, osp.join(out_dir, 'anyup_student_latest.pth'))
+        runner.logger.info(f'Saved the student as a plain state dict: {path}')
+        self._saved.append(path)
+        if self.max_keep > 0:
+            while len(self._saved) > self.max_keep:
+                old = self._saved.pop(0)
+                if osp.exists(old):
+                    os.remove(old)
+
+    def after_train_iter(
+        self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None
+    ) -> None:
+        """Saves every ``interval`` iterations."""
+        if self.interval > 0 and self.every_n_train_iters(runner, self.interval):
+            self._save(runner)
+
+    def after_train(self, runner: Any) -> None:
+        """Saves the final student."""
+        self._save(runner)

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Multi-process training with torchrun: tools/dist_train.sh CONFIG NPROC [train.py args...]
+# One process per GPU; without GPUs the processes train on CPU with the gloo backend.
+# Multi-node: set NNODES, NODE_RANK, MASTER_ADDR (and PORT) on every node.
+set -euo pipefail
+if [ "$#" -lt 2 ]; then
+    echo "usage: $0 CONFIG NPROC [tools/train.py arguments]" >&2
+    exit 2
+fi
+CONFIG=$1
+NPROC=$2
+shift 2
+NNODES=${NNODES:-1}
+NODE_RANK=${NODE_RANK:-0}
+PORT=${PORT:-29500}
+MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
+PYTHON=${PYTHON:-python}
+HERE=$(cd "$(dirname "$0")" && pwd)
+
+exec "$PYTHON" -m torch.distributed.run \
+    --nnodes="$NNODES" \
+    --node_rank="$NODE_RANK" \
+    --master_addr="$MASTER_ADDR" \
+    --master_port="$PORT" \
+    --nproc_per_node="$NPROC" \
+    "$HERE/train.py" "$CONFIG" --launcher pytorch "$@"
