@@ -35,7 +35,7 @@ model = dict(backbone=dict(checkpoint=None), neck=dict(checkpoint=None))
 
 train_pipeline = [
     dict(type='LoadImageFromFile', imdecode_backend='pillow'),
-    dict(type='LoadAnnotations', reduce_zero_label=False),
+    dict(type='LoadAnnotations'),
     dict(type='ResizeShortSide', size=crop_size),
     dict(type='SegCenterCrop', size=crop_size),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
@@ -43,7 +43,7 @@ train_pipeline = [
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile', imdecode_backend='pillow'),
-    dict(type='LoadAnnotations', reduce_zero_label=False),
+    dict(type='LoadAnnotations'),
     dict(type='ResizeShortSide', size=crop_size),
     dict(type='SegCenterCrop', size=crop_size, set_ori_shape=True),
     dict(type='PackSegInputs'),

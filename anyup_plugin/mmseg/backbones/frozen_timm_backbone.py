@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 import os.path as osp
 from collections.abc import Sequence
@@ -140,8 +139,8 @@ class FrozenTimmBackbone(BaseModule):
         """
         x = self.input_norm(inputs)
         if self.trainable_blocks:
-            # The encoder's forward runs under no_grad; call the undecorated function so
-            # gradients reach the unfrozen blocks (frozen blocks record no graph: their
-            # parameters and inputs do not require grad).
-            return tuple(inspect.unwrap(type(self.encoder).forward)(self.encoder, x))
+            # The encoder's forward runs under no_grad; extract_features lets gradients reach
+            # the unfrozen blocks (frozen blocks record no graph: their parameters and inputs
+            # do not require grad).
+            return tuple(self.encoder.extract_features(x))
         return tuple(self.encoder(x))

@@ -8,7 +8,7 @@ train_pipeline = [
     # Pillow decoding (as the reference probes' PIL loading): no EXIF rotation, which PNG
     # labels would not follow.
     dict(type='LoadImageFromFile', imdecode_backend='pillow'),
-    dict(type='LoadAnnotations', reduce_zero_label=False),
+    dict(type='LoadAnnotations'),
     dict(type='ResizeShortSide', size=crop_size),
     dict(type='SegCenterCrop', size=crop_size),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
@@ -16,7 +16,7 @@ train_pipeline = [
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile', imdecode_backend='pillow'),
-    dict(type='LoadAnnotations', reduce_zero_label=False),
+    dict(type='LoadAnnotations'),
     dict(type='ResizeShortSide', size=crop_size),
     # The metric compares predictions with the cropped label.
     dict(type='SegCenterCrop', size=crop_size, set_ori_shape=True),
