@@ -27,7 +27,7 @@ test: setup
 	$(PY) -m pytest
 
 demo: setup
-	$(PY) tools/upsample.py
+	$(PY) tools/demo.py
 
 lint: setup
 	$(PY) -m ruff check .
