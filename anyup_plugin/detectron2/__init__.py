@@ -1,0 +1,49 @@
+"""Detectron2 integration of AnyUp (needs detectron2, installed from its upstream source).
+
+Importing this package registers ``build_anyup_timm_backbone`` in ``BACKBONE_REGISTRY`` and
+``LinearProbeSemSegHead`` in ``SEM_SEG_HEADS_REGISTRY``. Use it as Detectron2 projects do::
+
+    from detectron2.config import get_cfg
+    from anyup_plugin.detectron2 import add_anyup_config, register_ade20k151
+
+    cfg = add_anyup_config(get_cfg())
+    cfg.merge_from_file('configs/detectron2/ade20k_dinov2_anyup.yaml')
+    register_ade20k151('datasets/ADEChallengeData2016')
+"""
+
+from __future__ import annotations
+
+try:
+    import detectron2  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        'anyup_plugin.detectron2 needs detectron2, which is not on PyPI: install it from source '
+        "with `pip install --no-build-isolation 'git+https://github.com/facebookresearch/"
+        "detectron2.git'` (after torch)"
+    ) from exc
+
+from .backbone import AnyUpTimmBackbone, build_anyup_timm_backbone
+from .config import add_anyup_config
+from .data import CenterCrop, CroppedGroundTruthLoader, ProbeDatasetMapper
+from .datasets import ADE20K151_CLASSES, register_ade20k151
+from .input_norm import ImageNetFromDetectron2
+from .linear_probe_head import LinearProbeSemSegHead
+from .solver import EpochCosineParamScheduler, build_probe_lr_scheduler, build_probe_optimizer
+from .trainer import AnyUpSemSegTrainer
+
+__all__ = [
+    'ADE20K151_CLASSES',
+    'AnyUpSemSegTrainer',
+    'AnyUpTimmBackbone',
+    'CenterCrop',
+    'CroppedGroundTruthLoader',
+    'EpochCosineParamScheduler',
+    'ImageNetFromDetectron2',
+    'LinearProbeSemSegHead',
+    'ProbeDatasetMapper',
+    'add_anyup_config',
+    'build_anyup_timm_backbone',
+    'build_probe_lr_scheduler',
+    'build_probe_optimizer',
+    'register_ade20k151',
+]
