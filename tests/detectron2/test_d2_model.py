@@ -22,6 +22,7 @@ from detectron2.modeling import build_backbone, build_model  # noqa: E402
 from anyup_plugin.core.anyup import AnyUp  # noqa: E402
 from anyup_plugin.core.encoder import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from anyup_plugin.detectron2 import (  # noqa: E402
+    AnyUpSemSegTrainer,
     EpochCosineParamScheduler,
     ImageNetFromDetectron2,
     LinearProbeSemSegHead,
@@ -171,3 +172,16 @@ def test_epoch_cosine_matches_cosine_annealing_stepped_per_epoch():
             assert lr * sched(it / max_iter) == pytest.approx(opt.param_groups[0]['lr'])
         opt.step()
         torch_sched.step()
+
+
+def test_optimiser_trains_only_the_probe(make_cfg):
+    model = build_model(make_cfg('anyup'))
+    optimizer = AnyUpSemSegTrainer.build_optimizer(make_cfg('anyup'), model)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    group_params = [p for group in optimizer.param_groups for p in group['params']]
+    probe = model.sem_seg_head.predictor
+    assert {id(p) for p in group_params} == {id(probe.weight), id(probe.bias)}
+    assert all(
+        g['weight_decay'] == 1e-5 and g['betas'] == (0.9, 0.999) for g in optimizer.param_groups
+    )
+    assert all(g['lr'] == 5e-4 for g in optimizer.param_groups)

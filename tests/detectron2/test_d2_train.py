@@ -97,6 +97,15 @@ def test_train_then_evaluate_with_the_tool(ade_root, tmp_path):
     lrs = [m['lr'] for m in metrics if 'lr' in m]
     assert lrs and max(lrs) <= 5e-4 + 1e-12
 
+    # --resume continues from model_final.pth (iteration 4) to the new MAX_ITER
+    args = tool.build_parser().parse_args(
+        ['--config-file', config, '--data-root', str(ade_root), '--resume', *opts,
+         'SOLVER.MAX_ITER', '5']
+    )  # fmt: skip
+    tool.main(args)
+    metrics = [json.loads(line) for line in (out / 'metrics.json').read_text().splitlines()]
+    assert max(m['iteration'] for m in metrics if 'total_loss' in m) == 4  # 0-based: the 5th
+
     args = tool.build_parser().parse_args(
         ['--config-file', config, '--data-root', str(ade_root), '--eval-only', *opts,
          'MODEL.WEIGHTS', str(out / 'model_final.pth')]
