@@ -26,7 +26,6 @@ from .backbone import AnyUpTimmBackbone, build_anyup_timm_backbone
 from .config import add_anyup_config
 from .data import CenterCrop, CroppedGroundTruthLoader, ProbeDatasetMapper
 from .datasets import ADE20K151_CLASSES, register_ade20k151
-from .input_norm import ImageNetFromDetectron2
 from .linear_probe_head import LinearProbeSemSegHead
 from .solver import EpochCosineParamScheduler, build_probe_lr_scheduler, build_probe_optimizer
 from .trainer import AnyUpSemSegTrainer
@@ -38,7 +37,6 @@ __all__ = [
     'CenterCrop',
     'CroppedGroundTruthLoader',
     'EpochCosineParamScheduler',
-    'ImageNetFromDetectron2',
     'LinearProbeSemSegHead',
     'ProbeDatasetMapper',
     'add_anyup_config',

@@ -15,8 +15,7 @@ from torch import Tensor
 
 from anyup_plugin.core.anyup import AnyUp
 from anyup_plugin.core.encoder import FrozenTimmEncoder
-
-from .input_norm import ImageNetFromDetectron2
+from anyup_plugin.core.input_norm import ToImageNetNorm
 
 __all__ = ['AnyUpTimmBackbone', 'build_anyup_timm_backbone']
 
@@ -51,7 +50,7 @@ class AnyUpTimmBackbone(Backbone):
         self,
         encoder: FrozenTimmEncoder,
         upsampler: AnyUp | None,
-        input_norm: ImageNetFromDetectron2,
+        input_norm: ToImageNetNorm,
         output_stride: int = 1,
         frozen: bool = True,
     ) -> None:
@@ -159,7 +158,14 @@ def build_anyup_timm_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> AnyUpTimm
         )
     else:
         raise ValueError(f"MODEL.ANYUP.UPSAMPLER must be 'anyup' or 'bilinear', got {kind!r}")
-    input_norm = ImageNetFromDetectron2(cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD, cfg.INPUT.FORMAT)
+    if cfg.INPUT.FORMAT not in ('RGB', 'BGR'):
+        raise ValueError(
+            f"INPUT.FORMAT must be 'RGB' or 'BGR' for AnyUp's colour guidance, got "
+            f'{cfg.INPUT.FORMAT!r}'
+        )
+    input_norm = ToImageNetNorm(
+        cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD, channel_order=cfg.INPUT.FORMAT
+    )
     return AnyUpTimmBackbone(
         encoder, upsampler, input_norm, anyup_cfg.OUTPUT_STRIDE, anyup_cfg.FROZEN
     )

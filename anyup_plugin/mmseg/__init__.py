@@ -16,7 +16,6 @@ from .datasets import (
     VOC2012Dataset,
 )
 from .decode_heads import LinearProbeHead
-from .input_norm import ToImageNetNorm
 from .necks import AnyUpNeck, BilinearNeck, ImageGuidedNeck
 from .segmentors import AnyUpEncoderDecoder
 from .transforms import ResizeShortSide, SegCenterCrop
@@ -34,6 +33,5 @@ __all__ = [
     'LinearProbeHead',
     'ResizeShortSide',
     'SegCenterCrop',
-    'ToImageNetNorm',
     'VOC2012Dataset',
 ]

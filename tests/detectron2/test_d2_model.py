@@ -24,7 +24,6 @@ from anyup_plugin.core.encoder import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from anyup_plugin.detectron2 import (  # noqa: E402
     AnyUpSemSegTrainer,
     EpochCosineParamScheduler,
-    ImageNetFromDetectron2,
     LinearProbeSemSegHead,
     add_anyup_config,
 )
@@ -104,20 +103,9 @@ def test_image_guides_the_upsampler(make_cfg, upsampler):
         )
 
 
-def test_detectron2_normalisation_becomes_imagenet():
-    rgb = torch.rand(1, 3, 8, 8) * 255
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    expected = (rgb / 255 - mean) / std
-    bgr_mean, bgr_std = [103.53, 116.28, 123.675], [1.0, 1.0, 1.0]  # Detectron2's defaults
-    bgr_input = (rgb.flip(1) - torch.tensor(bgr_mean).view(1, 3, 1, 1)) / 1.0
-    torch.testing.assert_close(
-        ImageNetFromDetectron2(bgr_mean, bgr_std, 'BGR')(bgr_input), expected
-    )
-    norm = ImageNetFromDetectron2([123.675, 116.28, 103.53], [58.395, 57.12, 57.375], 'RGB')
-    assert norm.identity
+def test_input_format_must_be_a_colour_order(make_cfg):
     with pytest.raises(ValueError, match='INPUT.FORMAT'):
-        ImageNetFromDetectron2(bgr_mean, bgr_std, 'YUV-BT.601')
+        build_backbone(make_cfg('anyup', 'INPUT.FORMAT', 'YUV-BT.601'))
 
 
 def test_model_receives_pixels_in_input_format(make_cfg):

@@ -13,8 +13,7 @@ from mmseg.registry import MODELS
 from torch import Tensor
 
 from anyup_plugin.core.encoder import FrozenTimmEncoder
-
-from ..input_norm import ToImageNetNorm
+from anyup_plugin.core.input_norm import ToImageNetNorm
 
 __all__ = ['FrozenTimmBackbone']
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from mmengine.model import BaseModule
 from torch import Tensor
 
-from ..input_norm import ToImageNetNorm
+from anyup_plugin.core.input_norm import ToImageNetNorm
 
 __all__ = ['ImageGuidedNeck', 'missing_image_error']
 
