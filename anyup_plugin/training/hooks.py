@@ -78,8 +78,7 @@ class ExportStudentHook(Hook):
         return getattr(model, self.attribute)
 
     @master_only
-    def _save(self, runner: Any) -> None:
-        step = runner.iter
+    def _save(self, runner: Any, step: int) -> None:
         if step == self._last_iter:
             return
         self._last_iter = step
@@ -101,8 +100,10 @@ class ExportStudentHook(Hook):
     ) -> None:
         """Saves every ``interval`` iterations."""
         if self.interval > 0 and self.every_n_train_iters(runner, self.interval):
-            self._save(runner)
+            # runner.iter counts the iterations done before this one (like CheckpointHook's
+            # iter_<n>.pth, the file is named after the iterations done including this one).
+            self._save(runner, runner.iter + 1)
 
     def after_train(self, runner: Any) -> None:
-        """Saves the final student."""
-        self._save(runner)
+        """Saves the final student (unless the last iteration already saved it)."""
+        self._save(runner, runner.iter)

@@ -13,6 +13,7 @@ another sample (MMEngine's ``BaseDataset`` re-fetches).
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections.abc import Sequence
@@ -39,6 +40,7 @@ __all__ = [
 
 _skip_lock = threading.Lock()
 _skipped = 0
+_warned_paths: set[str] = set()
 
 
 def skipped_image_count() -> int:
@@ -73,9 +75,11 @@ def resize_square(image: Tensor, size: int) -> Tensor:
 class LoadImage:
     """Reads ``results['img_path']`` into ``results['img']``, a (3, H, W) uint8 RGB tensor.
 
-    EXIF orientation is applied. Unreadable or truncated files do not stop training: a warning
-    naming the file and the running count of skipped images goes to the log, and ``None`` is
-    returned so the dataset draws another image.
+    EXIF orientation is applied. Unreadable or truncated files do not stop training: ``None`` is
+    returned so the dataset draws another image, and the first time a file fails in a process
+    a warning naming it and the running count of skipped images goes to the log (later failures
+    of the same file are counted and logged at debug level, so a broken file does not flood
+    the log once per epoch).
 
     Args:
         draft_size: If set, JPEGs are decoded at a reduced scale whose short side is still at
@@ -101,11 +105,13 @@ class LoadImage:
             with _skip_lock:
                 _skipped += 1
                 count = _skipped
+                first = path not in _warned_paths
+                _warned_paths.add(path)
             print_log(
                 f'skipping unreadable image {path} ({type(exc).__name__}: {exc}); '
                 f'{count} image(s) skipped so far in this process',
                 logger='current',
-                level=30,
+                level=logging.WARNING if first else logging.DEBUG,
             )
             return None
         results['img'] = torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
