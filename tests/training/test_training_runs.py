@@ -70,7 +70,7 @@ def write_config(path: Path, data_root: Path, **overrides: object) -> Path:
     """A config derived from the tiny demo config, on ``data_root``, loading in-process."""
     settings = dict(
         max_iters=MAX_ITERS,
-        val_interval=MAX_ITERS,
+        val_interval=CKPT_INTERVAL,
         ckpt_interval=CKPT_INTERVAL,
         lr=LR,
         workers=0,
@@ -222,8 +222,11 @@ def test_tiny_run_learns_and_beats_bilinear_on_held_out_images(full_run, image_r
     assert all(0 < train[MAX_ITERS][term] < 1 for term in LOSS_TERMS)
 
     # On held-out images the student is better than bilinear upsampling of the same features,
-    # by both measures the metric logs side by side.
-    (metrics,) = _val_metrics(read_scalars(work_dir)).values()
+    # by both measures the metric logs side by side, and better than half-way through.
+    val = _val_metrics(read_scalars(work_dir))
+    assert sorted(val) == [CKPT_INTERVAL, MAX_ITERS]
+    metrics = val[MAX_ITERS]
+    assert metrics['upsampling/student/loss'] < val[CKPT_INTERVAL]['upsampling/student/loss']
     student, bilinear = metrics['upsampling/student/loss'], metrics['upsampling/bilinear/loss']
     assert student < bilinear, f'student loss {student:.4f} vs bilinear {bilinear:.4f}'
     cos_s, cos_b = metrics['upsampling/student/cosine'], metrics['upsampling/bilinear/cosine']
@@ -259,7 +262,8 @@ def test_exported_student_is_a_plain_weights_only_state_dict(full_run):
 
 @pytest.mark.slow
 def test_tools_test_scores_the_exported_student_like_the_run(full_run, tmp_path):
-    """tools/test.py's path: the plain state dict loads into the trainer and scores the same."""
+    """tools/test.py's path: the plain state dict loads into the trainer and scores what the
+    run's last validation logged (logged values are this validation's, not running means)."""
     _, config, work_dir = full_run
     cfg = prepare_config(
         str(config),
@@ -268,7 +272,7 @@ def test_tools_test_scores_the_exported_student_like_the_run(full_run, tmp_path)
         cfg_options={'experiment_name': f'test_{uuid.uuid4().hex[:8]}'},
     )
     metrics = build_runner(cfg).test()
-    (val,) = _val_metrics(read_scalars(work_dir)).values()
+    val = _val_metrics(read_scalars(work_dir))[MAX_ITERS]
     for key in ('student/loss', 'bilinear/loss', 'student/cosine'):
         assert metrics[f'upsampling/{key}'] == pytest.approx(val[f'upsampling/{key}'], rel=1e-4)
 
@@ -340,7 +344,7 @@ def test_killed_run_resumes_from_the_newest_complete_checkpoint(full_run, tmp_pa
     # resume that lost the weights ends up behind bilinear here: 40 steps from scratch do not
     # catch up with it.)
     full_records = read_scalars(full_dir)
-    (full_val,) = _val_metrics(full_records).values()
+    full_val = _val_metrics(full_records)[MAX_ITERS]
     (resumed_val,) = _val_metrics(last_run).values()
     full_student = full_val['upsampling/student/loss']
     bilinear = full_val['upsampling/bilinear/loss']

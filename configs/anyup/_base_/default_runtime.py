@@ -9,11 +9,13 @@ env_cfg = dict(
 )
 randomness = dict(seed=0)
 log_level = 'INFO'
-# Loss terms and their unweighted cosine / MSE parts are all logged as running means.
+# Loss terms and their unweighted cosine / MSE parts are all logged as running means. Only flat
+# (training) keys: validation metrics ('upsampling/student/loss', ...) must be logged as they
+# are, not averaged with the previous validations as MMEngine's default pattern would.
 log_processor = dict(
     by_epoch=False,
     window_size=50,
-    mean_pattern=r'.*(loss|time|data_time|grad_norm|_cos|_mse).*',
+    mean_pattern=r'^[^/]*(loss|time|data_time|grad_norm|_cos|_mse)[^/]*$',
 )
 load_from = None
 resume = False
