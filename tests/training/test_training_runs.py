@@ -185,10 +185,11 @@ def cache_home(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def full_run(tmp_path_factory, image_root, cache_home):
-    """The uninterrupted tiny run (in-process), shared by the tests below."""
+    """The uninterrupted tiny run (in-process, with the demo config's one loader worker), shared
+    by the tests below."""
     root, _ = image_root
     folder = tmp_path_factory.mktemp('full_run')
-    config = write_config(folder / 'tiny.py', root)
+    config = write_config(folder / 'tiny.py', root, workers=1)
     work_dir = folder / 'work'
     runner = run_in_process(config, work_dir)
     return runner, config, work_dir
@@ -303,7 +304,13 @@ def test_killed_run_resumes_from_the_newest_complete_checkpoint(full_run, tmp_pa
         timeout=600,
     )
     assert killed.returncode == -9, killed.stderr[-3000:]
-    assert sorted(_train_losses(read_scalars(work_dir))) == list(range(1, KILL_AT + 1))
+    killed_losses = _train_losses(read_scalars(work_dir))
+    assert sorted(killed_losses) == list(range(1, KILL_AT + 1))
+    # Same seed, same config: up to the kill it is the uninterrupted run.
+    full_records = read_scalars(full_dir)
+    full_losses = _train_losses(full_records)
+    for it in range(1, KILL_AT + 1):
+        assert killed_losses[it]['loss'] == pytest.approx(full_losses[it]['loss'], rel=1e-4), it
     assert is_complete_checkpoint(work_dir / f'iter_{CKPT_INTERVAL}.pth')
     # A kill while the next checkpoint was being written: a truncated newer file, which the
     # record names.
@@ -343,7 +350,6 @@ def test_killed_run_resumes_from_the_newest_complete_checkpoint(full_run, tmp_pa
     # upsampling, and differs from the uninterrupted one by less than half of its lead. (A
     # resume that lost the weights ends up behind bilinear here: 40 steps from scratch do not
     # catch up with it.)
-    full_records = read_scalars(full_dir)
     full_val = _val_metrics(full_records)[MAX_ITERS]
     (resumed_val,) = _val_metrics(last_run).values()
     full_student = full_val['upsampling/student/loss']
