@@ -17,7 +17,9 @@ model = dict(
             model_name='vit_small_patch14_reg4_dinov2.lvd142m',
             pretrained=True,
         ),
-        clip_b=dict(type='FrozenTimmEncoder', model_name='vit_base_patch16_clip_384', pretrained=True),
+        clip_b=dict(
+            type='FrozenTimmEncoder', model_name='vit_base_patch16_clip_384', pretrained=True
+        ),
         siglip2_b=dict(
             type='FrozenTimmEncoder',
             model_name='vit_base_patch16_siglip_512.v2_webli',

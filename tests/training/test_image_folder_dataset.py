@@ -19,10 +19,10 @@ from anyup_plugin.training import (  # noqa: E402
     LoadImage,
     PackAnyUpInputs,
     ResizeCenterCrop,
-    dataset as dataset_module,
     make_demo_images,
     resize_square,
 )
+from anyup_plugin.training import dataset as dataset_module  # noqa: E402
 
 
 class _Records(logging.Handler):
@@ -59,7 +59,9 @@ def test_keeps_large_images_and_skips_bad_files_with_a_warning(folder, tmp_path,
     paths = [ds.get_data_info(i)['img_path'] for i in range(len(ds))]
     assert len(ds) == 48
     assert all(os.path.basename(p).startswith('img_') for p in paths)
-    assert all(min(ds.get_data_info(i)['width'], ds.get_data_info(i)['height']) >= 64 for i in range(48))
+    assert all(
+        min(ds.get_data_info(i)['width'], ds.get_data_info(i)['height']) >= 64 for i in range(48)
+    )
     warnings = log_records.text()
     # Each unreadable file is named, and the count is logged.
     assert 'corrupt_000.jpg' in warnings and 'corrupt_001.jpg' in warnings

@@ -32,9 +32,7 @@ def test_published_shapes_and_patch_alignment(patch_size):
         for k in range(4):
             top, left = (views.offsets[b, k] * patch_size).tolist()
             # Each crop is exactly the pixels at its patch-aligned origin.
-            assert torch.equal(
-                views.crops[b, k], images[b, :, top : top + 224, left : left + 224]
-            )
+            assert torch.equal(views.crops[b, k], images[b, :, top : top + 224, left : left + 224])
     # The guidance is the whole image, resized.
     assert torch.allclose(views.guidance, resize_square(images, 224))
 
