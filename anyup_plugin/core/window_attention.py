@@ -190,14 +190,23 @@ def windowed_attention(
     # Keys and values gathered once per column group, laid out so that any range of feature
     # rows is a strided view usable by batched matrix products without a copy:
     # keys (heads, B*G, head_dim, h, K), values (B*G, h, K, C), key mask (G, h, K).
-    k_cols = keys[:, :, k_index.flatten()].view(
-        batch, feat_h, n_groups, k_width, num_heads, head_dim
+    # Each is a single gather whose broadcast indices produce that (contiguous) order directly;
+    # a permuted view would cost a copy of every row range instead.
+    row_idx = torch.arange(feat_h, device=device)
+    k_cols = (
+        keys.view(batch, feat_h, feat_w, num_heads, head_dim)
+        .permute(3, 0, 4, 1, 2)[
+            :,
+            :,
+            torch.arange(head_dim, device=device)[None, :, None, None],
+            row_idx[None, None, :, None],
+            k_index[:, None, None, :],
+        ]
+        .reshape(num_heads, batch * n_groups, head_dim, feat_h, k_width)
     )
-    k_cols = k_cols.permute(4, 0, 2, 5, 1, 3).reshape(
-        num_heads, batch * n_groups, head_dim, feat_h, k_width
+    v_cols = values[:, row_idx[None, :, None], k_index[:, None, :]].reshape(
+        batch * n_groups, feat_h, k_width, channels
     )
-    v_cols = values[:, :, k_index.flatten()].view(batch, feat_h, n_groups, k_width, channels)
-    v_cols = v_cols.permute(0, 2, 1, 3, 4).reshape(batch * n_groups, feat_h, k_width, channels)
     key_pad = None
     if not bool(k_valid.all()):
         key_pad = (~k_valid)[:, None, :].expand(n_groups, feat_h, k_width)
@@ -248,15 +257,7 @@ def windowed_attention(
             ).flatten()
             q_tile = q_tile.reshape(batch, n_rows * out_w, dim).index_select(1, gather)
             q_tile = q_tile.view(batch * n_groups, n_rows * q_width, dim)
-            logits = torch.stack(
-                [
-                    torch.bmm(q_tile[..., h * head_dim : (h + 1) * head_dim], k_tile[h])
-                    for h in range(num_heads)
-                ]
-            ).float()
-            if mask is not None:
-                logits.masked_fill_(mask, float('-inf'))
-            attn = logits.softmax(dim=-1).mean(dim=0)
+            attn = _head_averaged_softmax(q_tile, k_tile, mask, in_place=not track_grad)
             out = torch.bmm(attn.to(v_tile.dtype), v_tile).view(
                 batch, n_groups * n_rows * q_width, channels
             )
@@ -275,6 +276,43 @@ def windowed_attention(
                     out[b], 0, scatter, out=output[b, r0 : r0 + n_rows].view(-1, channels)
                 )
     return output if output is not None else torch.cat(pieces, dim=1)
+
+
+def _head_averaged_softmax(
+    queries: Tensor, keys: Tensor, mask: Tensor | None, in_place: bool
+) -> Tensor:
+    """Softmax attention maps of every head, averaged over the heads.
+
+    Args:
+        queries: (G, N, D) queries, D split evenly among the heads.
+        keys: (heads, G, D / heads, K) keys.
+        mask: None, or a boolean mask broadcastable to (heads, G, N, K), True at padded keys.
+        in_place: Compute the logits into one float32 buffer and normalise it in place (no
+            autograd); otherwise build the graph with out-of-place operations.
+
+    Returns:
+        (G, N, K) float32 attention maps.
+    """
+    num_heads, groups, head_dim, n_keys = keys.shape
+    heads = [queries[..., h * head_dim : (h + 1) * head_dim] for h in range(num_heads)]
+    if not in_place:
+        logits = torch.stack([torch.bmm(q, k) for q, k in zip(heads, keys)]).float()
+        if mask is not None:
+            logits = logits.masked_fill(mask, float('-inf'))
+        return logits.softmax(dim=-1).mean(dim=0)
+    # Without autograd the tile's logits are the largest intermediate: keep one buffer and
+    # normalise it in place rather than materialising the stacked, float and softmax copies.
+    logits = queries.new_empty(num_heads, groups, queries.shape[1], n_keys, dtype=torch.float32)
+    for h, (q, k) in enumerate(zip(heads, keys)):
+        if q.dtype == torch.float32 and k.dtype == torch.float32:
+            torch.bmm(q, k, out=logits[h])
+        else:
+            logits[h] = torch.bmm(q, k)
+    if mask is not None:
+        logits.masked_fill_(mask, float('-inf'))
+    logits.sub_(logits.amax(dim=-1, keepdim=True)).exp_()
+    logits.div_(logits.sum(dim=-1, keepdim=True))
+    return logits.mean(dim=0)
 
 
 def dense_window_attention_reference(
