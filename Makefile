@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.setup-done
 MAX_JOBS ?= 2
 
-.PHONY: setup test demo lint benchmark clean-venv
+.PHONY: setup test demo lint lint-check benchmark clean-venv
 
 setup: $(STAMP)
 
@@ -23,15 +23,21 @@ $(STAMP): requirements/build.txt requirements/torch.txt requirements/mmcv.txt se
 	$(PY) -c "import torch, torchvision, mmcv.ops, mmseg.models, timm, anyup_plugin; print('environment ready: torch', torch.__version__, 'mmcv', mmcv.__version__, 'timm', timm.__version__)"
 	@touch $(STAMP)
 
-test: setup
+# Lint and format checks first (config in pyproject.toml), then the test suite.
+test: setup lint-check
 	$(PY) -m pytest
+
+lint-check: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 demo: setup
 	$(PY) tools/demo.py
 
+# Fixes what ruff can fix and formats the code.
 lint: setup
-	$(PY) -m ruff check .
-	$(PY) -m ruff format --check .
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
 
 benchmark: setup
 	$(PY) tools/benchmark.py

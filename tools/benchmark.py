@@ -271,7 +271,19 @@ def main() -> None:
 def _print_table(results: list[dict], rate: float, args: argparse.Namespace) -> None:
     mem_key = 'peak_cuda_mb' if args.device.startswith('cuda') else 'peak_rss_mb'
     mem_name = 'peak CUDA memory' if args.device.startswith('cuda') else 'peak RSS'
-    header = ['output', 'features', 'method', 'time (median)', mem_name, 'AnyUp GFLOP', 'floor']
+    before_key = (
+        'cuda_before_forward_mb' if args.device.startswith('cuda') else 'rss_before_forward_mb'
+    )
+    header = [
+        'output',
+        'features',
+        'method',
+        'time (median)',
+        mem_name,
+        'added by forward',
+        'AnyUp GFLOP',
+        'floor',
+    ]
     rows = []
     for r in results:
         size = r['size']
@@ -279,7 +291,7 @@ def _print_table(results: list[dict], rate: float, args: argparse.Namespace) -> 
         gflop = anyup_gflop(size, args.channels)
         floor = gflop / rate if math.isfinite(rate) else float('nan')
         if 'skipped' in r:
-            rows.append([f'{size}x{size}', f'{h}x{h}', r['method'], r['skipped'], '-', '', ''])
+            rows.append([f'{size}x{size}', f'{h}x{h}', r['method'], r['skipped'], '-', '-', '', ''])
             continue
         is_anyup = r['method'] != 'bilinear'
         rows.append(
@@ -289,6 +301,7 @@ def _print_table(results: list[dict], rate: float, args: argparse.Namespace) -> 
                 r['method'],
                 f'{r["median_s"]:.3f} s',
                 f'{r[mem_key] / 1024:.2f} GB',
+                f'{(r[mem_key] - r[before_key]) / 1024:.2f} GB',
                 f'{gflop:.0f}' if is_anyup else '',
                 f'{floor:.2f} s' if is_anyup and math.isfinite(floor) else '',
             ]
