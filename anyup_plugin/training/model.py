@@ -42,7 +42,7 @@ from anyup_plugin.core.encoder import IMAGENET_MEAN, IMAGENET_STD
 
 from .losses import reconstruction_loss
 from .multicrop import MultiCrop, crop_feature_windows, offsets_from_keys
-from .registry import MODELS
+from .registry import MODELS, build_model
 from .teachers import Teacher, TeacherPool, build_teachers
 
 __all__ = ['AnyUpDataPreprocessor', 'AnyUpTrainer']
@@ -144,9 +144,9 @@ class AnyUpTrainer(BaseModel):
         if data_preprocessor is None:
             data_preprocessor = dict(type='AnyUpDataPreprocessor')
         if isinstance(data_preprocessor, Mapping):
-            data_preprocessor = MODELS.build(dict(data_preprocessor))
+            data_preprocessor = build_model(data_preprocessor)
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
-        self.student = MODELS.build(dict(student)) if isinstance(student, Mapping) else student
+        self.student = build_model(student) if isinstance(student, Mapping) else student
         for name, param in self.student.named_parameters():
             if name.startswith(UNUSED_STUDENT_PARAMS):
                 # Never used in the forward pass: freezing keeps DDP from waiting for them.
@@ -155,7 +155,7 @@ class AnyUpTrainer(BaseModel):
         if multi_crop is None:
             multi_crop = dict(type='MultiCrop')
         if isinstance(multi_crop, Mapping):
-            multi_crop = MODELS.build(dict(multi_crop))
+            multi_crop = build_model(multi_crop)
         self.multi_crop = multi_crop
 
         teacher_list = build_teachers(teachers)

@@ -13,6 +13,9 @@ these rather than creating new ones (MMEngine allows one child per scope).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from mmengine import registry as _root
 from mmengine.registry import Registry
 
@@ -38,6 +41,7 @@ __all__ = [
     'VISBACKENDS',
     'VISUALIZERS',
     'WEIGHT_INITIALIZERS',
+    'build_model',
 ]
 
 #: The registry scope of the trainer's components (``default_scope`` in its configs).
@@ -69,3 +73,13 @@ EVALUATOR = _child(_root.EVALUATOR)
 VISUALIZERS = _child(_root.VISUALIZERS)
 VISBACKENDS = _child(_root.VISBACKENDS)
 LOG_PROCESSORS = _child(_root.LOG_PROCESSORS)
+
+
+def build_model(cfg: Mapping[str, Any]) -> Any:
+    """Builds a model component from ``cfg`` in this scope unless ``cfg`` names another.
+
+    MMEngine builds in the process's current default scope, which is the last one any runner or
+    config activated (e.g. ``'mmseg'``); naming the scope keeps the trainer's own components
+    buildable whatever ran before. A ``_scope_`` in ``cfg`` still takes precedence.
+    """
+    return MODELS.build({'_scope_': SCOPE, **cfg})

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from anyup_plugin.core.encoder import FrozenTimmEncoder
 
-from .registry import MODELS
+from .registry import MODELS, build_model
 
 __all__ = ['Teacher', 'TeacherPool', 'build_teachers']
 
@@ -56,7 +56,7 @@ class Teacher(nn.Module):
     ) -> None:
         super().__init__()
         if isinstance(encoder, Mapping):
-            encoder = MODELS.build(dict(encoder))
+            encoder = build_model(encoder)
         self.encoder = encoder
         self.name = name or getattr(encoder, 'model_name', None) or type(encoder).__name__
         if patch_size is None:
