@@ -31,28 +31,39 @@ _CUDA_CHUNK_TOKENS = 1 << 17
 
 
 class _ChannelStats:
-    """Running per-channel sum and sum of squares (float64) of a (N, d) token map."""
+    """Running per-channel mean and variance of a (N, d) token map, chunk by chunk.
+
+    Each chunk is summed as matrix-vector products in float32 and the totals are kept in
+    float64. The sums are of the values minus a per-channel shift (the first chunk's mean), so
+    the variance never comes from the difference of two large numbers.
+    """
 
     def __init__(self, channels: int, device: torch.device) -> None:
         self.count = 0
+        self.shift: Tensor | None = None
         self.total = torch.zeros(channels, dtype=torch.float64, device=device)
         self.total_sq = torch.zeros(channels, dtype=torch.float64, device=device)
 
     def add(self, chunk: Tensor) -> None:
-        c = chunk.double()
-        self.count += c.shape[0]
-        self.total += c.sum(dim=0)
-        self.total_sq += (c * c).sum(dim=0)
+        if self.shift is None:
+            self.shift = chunk.mean(dim=0)
+        centred = chunk - self.shift
+        ones = chunk.new_ones(1, chunk.shape[0])
+        self.total += (ones @ centred).squeeze(0).double()
+        self.total_sq += (ones @ centred.mul_(centred)).squeeze(0).double()
+        self.count += chunk.shape[0]
 
     def group_norm_affine(self, norm: nn.GroupNorm) -> tuple[Tensor, Tensor]:
         """Per-channel ``(scale, shift)`` with ``GroupNorm(x) == x * scale + shift``."""
         groups = norm.num_groups
         per_group = self.total.numel() // groups
-        n = self.count * per_group
-        mean = self.total.view(groups, per_group).sum(dim=1) / n
-        var = (self.total_sq.view(groups, per_group).sum(dim=1) / n - mean * mean).clamp_min(0)
+        centred_mean = self.total / self.count
+        channel_var = (self.total_sq / self.count - centred_mean**2).clamp_min(0)
+        channel_mean = centred_mean + self.shift.double()
+        mean = channel_mean.view(groups, per_group).mean(dim=1).repeat_interleave(per_group)
+        # A group's variance: its channels' variances plus the spread of their means.
+        var = (channel_var + (channel_mean - mean) ** 2).view(groups, per_group).mean(dim=1)
         inv_std = torch.rsqrt(var + norm.eps).repeat_interleave(per_group)
-        mean = mean.repeat_interleave(per_group)
         scale = norm.weight.double() * inv_std
         shift = norm.bias.double() - mean * scale
         return scale.float(), shift.float()
