@@ -97,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     if not recorder.history:
         print('[demo] no validation ran', file=sys.stderr)
         return 1
-    print('\n[demo] validation after each epoch (mIoU over the classes present in the val set):')
+    print(
+        '\n[demo] validation after each epoch (MMSeg mIoU: the mean over every class that occurs '
+        'in the labels or in the predictions, so stray predictions of absent classes count as 0):'
+    )
     print('  epoch    mIoU    aAcc')
     for epoch, metrics in recorder.history:
         miou, aacc = metrics.get('mIoU', math.nan), metrics.get('aAcc', math.nan)
