@@ -72,6 +72,10 @@ class AnyUp(nn.Module):
         >>> hr = model(image, features, output_size=(224, 224))
     """
 
+    #: Parameters the published checkpoints hold but the forward pass never uses (the attention's
+    #: output projection): kept so that the checkpoints load strictly, never trained.
+    UNUSED_PARAMETER_PREFIXES: tuple[str, ...] = ('cross_decode.cross_attn.attention.out_proj.',)
+
     def __init__(
         self,
         qk_dim: int = 128,
@@ -206,6 +210,16 @@ class AnyUp(nn.Module):
         x = x.float()
         eps = norm.eps if norm.eps is not None else torch.finfo(torch.float32).eps
         return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps)
+
+    def set_trainable(self, trainable: bool = True) -> AnyUp:
+        """Sets ``requires_grad`` of every parameter the forward pass uses to ``trainable``.
+
+        The unused parameters (:attr:`UNUSED_PARAMETER_PREFIXES`) always end up frozen, so that
+        distributed training never waits for gradients that cannot come.
+        """
+        for name, param in self.named_parameters():
+            param.requires_grad_(trainable and not name.startswith(self.UNUSED_PARAMETER_PREFIXES))
+        return self
 
     # ------------------------------------------------------------------ weights
     def load_state_dict(

@@ -21,10 +21,6 @@ __all__ = ['AnyUpTimmBackbone', 'build_anyup_timm_backbone']
 
 logger = logging.getLogger(__name__)
 
-# Published-model parameters the forward pass never uses; kept frozen when AnyUp trains, so
-# that DistributedDataParallel finds no parameter without a gradient.
-_UNUSED_PARAMETER_PREFIXES = ('cross_decode.cross_attn.attention.out_proj.',)
-
 
 class AnyUpTimmBackbone(Backbone):
     """A backbone that owns a frozen timm encoder and upsamples its maps guided by the image.
@@ -63,9 +59,7 @@ class AnyUpTimmBackbone(Backbone):
         self.output_stride = output_stride
         self.frozen = bool(frozen) or upsampler is None
         if upsampler is not None:
-            for name, param in upsampler.named_parameters():
-                unused = name.startswith(_UNUSED_PARAMETER_PREFIXES)
-                param.requires_grad_(not self.frozen and not unused)
+            upsampler.set_trainable(not self.frozen)
         self._out_features = [f'feat{i}' for i in range(len(encoder.layers))]
         self._out_feature_channels = dict(zip(self._out_features, encoder.out_channels))
         self._out_feature_strides = {name: output_stride for name in self._out_features}

@@ -51,10 +51,6 @@ MODELS.register_module(name='AnyUp', module=AnyUp)
 
 DEFAULT_LOSS_WEIGHTS = {'crop': 1.0, 'self_consistency': 0.1, 'input_consistency': 0.1}
 
-# Parts of the student that exist for checkpoint compatibility but never take part in the
-# forward pass (the value third of the attention projection is a slice of a used parameter).
-UNUSED_STUDENT_PARAMS = ('cross_decode.cross_attn.attention.out_proj.',)
-
 
 @MODELS.register_module()
 class AnyUpDataPreprocessor(BaseDataPreprocessor):
@@ -148,7 +144,7 @@ class AnyUpTrainer(BaseModel):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.student = build_model(student) if isinstance(student, Mapping) else student
         for name, param in self.student.named_parameters():
-            if name.startswith(UNUSED_STUDENT_PARAMS):
+            if name.startswith(AnyUp.UNUSED_PARAMETER_PREFIXES):
                 # Never used in the forward pass: freezing keeps DDP from waiting for them.
                 param.requires_grad_(False)
 

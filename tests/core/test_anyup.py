@@ -267,3 +267,14 @@ def test_reference_forward_matches_forward(published, golden):
         fast = published(case['image'], case['features'], case['output_size'])
         ref = published.reference_forward(case['image'], case['features'], case['output_size'])
     torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_set_trainable_keeps_the_unused_parameters_frozen():
+    model = AnyUp(qk_dim=16, num_heads=2)
+    unused = {'cross_decode.cross_attn.attention.out_proj.weight',
+              'cross_decode.cross_attn.attention.out_proj.bias'}  # fmt: skip
+    model.set_trainable(True)
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen == unused
+    model.set_trainable(False)
+    assert not any(p.requires_grad for p in model.parameters())

@@ -17,11 +17,6 @@ from .image_guided_neck import ImageGuidedNeck, missing_image_error
 
 __all__ = ['AnyUpNeck']
 
-# Parameters of the published model that the forward pass never uses (the attention's output
-# projection exists in the checkpoints, unused). Kept frozen when the neck trains, so that
-# distributed training finds no parameter without a gradient.
-_UNUSED_PARAMETER_PREFIXES = ('cross_decode.cross_attn.attention.out_proj.',)
-
 
 @MODELS.register_module()
 class AnyUpNeck(ImageGuidedNeck):
@@ -91,12 +86,7 @@ class AnyUpNeck(ImageGuidedNeck):
             print_log(f'AnyUpNeck: loaded AnyUp weights from {checkpoint}', logger='current')
         self.checkpoint = checkpoint
         self.frozen = bool(frozen)
-        if self.frozen:
-            self.upsampler.requires_grad_(False)
-        else:
-            for name, param in self.upsampler.named_parameters():
-                if name.startswith(_UNUSED_PARAMETER_PREFIXES):
-                    param.requires_grad_(False)
+        self.upsampler.set_trainable(not self.frozen)
         self.upsampler.train(not self.frozen and self.training)
 
     def train(self, mode: bool = True) -> AnyUpNeck:
