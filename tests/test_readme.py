@@ -44,7 +44,7 @@ def test_api_example_runs_verbatim(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
     namespace: dict = {}
-    exec(compile(code, str(README), 'exec'), namespace)  # noqa: S102 - the project's own README
+    exec(compile(code, str(README), 'exec'), namespace)
 
     hr, image = namespace['hr'], namespace['image']
     assert hr.shape == (1, 384, *image.shape[-2:])

@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from anyup_plugin.training.demo_data import make_demo_images  # noqa: E402
+from anyup_plugin.training.demo_data import make_demo_images
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,7 +25,7 @@ from mmengine.config import DictAction
 # Allow `python tools/train.py` from a checkout without installing the package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from anyup_plugin.engine import LAUNCHERS, build_runner, prepare_config  # noqa: E402
+from anyup_plugin.engine import LAUNCHERS, build_runner, prepare_config
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -300,7 +300,7 @@ def load_checkpoint_state_dict(
             os.makedirs(os.path.dirname(cached), exist_ok=True)
             try:
                 torch.hub.download_url_to_file(PUBLISHED_CHECKPOINTS[name], cached, progress=False)
-            except Exception as err:  # noqa: BLE001 - any network failure means the same to users
+            except Exception as err:
                 raise FileNotFoundError(
                     f'Could not download the published AnyUp checkpoint {name!r} '
                     f'({type(err).__name__}: {err}). Download it on a machine with internet '

@@ -63,7 +63,7 @@ def _read_size(path: str) -> tuple[int, int] | str:
     try:
         with Image.open(path) as img:
             width, height = img.size
-    except Exception as exc:  # noqa: BLE001 - any failure makes the file unusable
+    except Exception as exc:
         return f'{type(exc).__name__}: {exc}'
     if width < 1 or height < 1:
         return f'empty image ({width}x{height})'

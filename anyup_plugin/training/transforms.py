@@ -101,7 +101,7 @@ class LoadImage:
                         img.draft('RGB', (math.ceil(w * scale), math.ceil(h * scale)))
                 img = ImageOps.exif_transpose(img)
                 array = np.asarray(img.convert('RGB'))
-        except Exception as exc:  # noqa: BLE001 - any decoding failure means "skip this file"
+        except Exception as exc:
             with _skip_lock:
                 _skipped += 1
                 count = _skipped

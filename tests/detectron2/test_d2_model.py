@@ -15,13 +15,13 @@ pytest.importorskip(
     "`pip install --no-build-isolation 'git+https://github.com/facebookresearch/detectron2.git'`",
 )
 
-from detectron2.config import get_cfg  # noqa: E402
-from detectron2.layers import ShapeSpec  # noqa: E402
-from detectron2.modeling import build_backbone, build_model  # noqa: E402
+from detectron2.config import get_cfg
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import build_backbone, build_model
 
-from anyup_plugin.core.anyup import AnyUp  # noqa: E402
-from anyup_plugin.core.encoder import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from anyup_plugin.detectron2 import (  # noqa: E402
+from anyup_plugin.core.anyup import AnyUp
+from anyup_plugin.core.encoder import IMAGENET_MEAN, IMAGENET_STD
+from anyup_plugin.detectron2 import (
     AnyUpSemSegTrainer,
     EpochCosineParamScheduler,
     LinearProbeSemSegHead,

@@ -16,9 +16,9 @@ pytest.importorskip(
     "`pip install --no-build-isolation 'git+https://github.com/facebookresearch/detectron2.git'`",
 )
 
-from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
+from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from anyup_plugin.detectron2 import (  # noqa: E402
+from anyup_plugin.detectron2 import (
     ADE20K151_CLASSES,
     AnyUpSemSegTrainer,
     ProbeDatasetMapper,

@@ -7,7 +7,7 @@ import torch
 
 pytest.importorskip('mmengine', reason='the engine helpers are MMEngine components')
 
-from anyup_plugin.engine import (  # noqa: E402
+from anyup_plugin.engine import (
     cpu_model_wrapper_cfg,
     init_distributed,
     prepare_config,

@@ -12,11 +12,11 @@ from torch import nn
 
 pytest.importorskip('mmengine', reason='the engine helpers are MMEngine components')
 
-from mmengine.logging import HistoryBuffer  # noqa: E402
-from mmengine.model import BaseModel  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
+from mmengine.logging import HistoryBuffer
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
 
-from anyup_plugin.engine import (  # noqa: E402
+from anyup_plugin.engine import (
     find_resume_checkpoint,
     from_weights_only,
     to_weights_only,

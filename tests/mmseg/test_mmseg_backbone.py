@@ -7,7 +7,7 @@ import torch
 
 pytest.importorskip('mmseg.models', reason='MMSegmentation (with mmcv ops) is not installed')
 
-from anyup_plugin.mmseg.backbones import FrozenTimmBackbone  # noqa: E402
+from anyup_plugin.mmseg.backbones import FrozenTimmBackbone
 
 TINY_VIT = dict(model_name='vit_small_patch14_dinov2', depth=2)
 

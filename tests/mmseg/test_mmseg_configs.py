@@ -10,9 +10,9 @@ import pytest
 
 pytest.importorskip('mmseg.models', reason='MMSegmentation (with mmcv ops) is not installed')
 
-from mmengine.config import Config  # noqa: E402
-from mmengine.hooks import Hook  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
+from mmengine.config import Config
+from mmengine.hooks import Hook
+from mmengine.runner import Runner
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / 'configs' / 'mmseg'
 CONFIGS = sorted(CONFIG_DIR.glob('*.py'))

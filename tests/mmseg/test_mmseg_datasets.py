@@ -9,10 +9,10 @@ import pytest
 
 pytest.importorskip('mmseg.models', reason='MMSegmentation (with mmcv ops) is not installed')
 
-from mmengine.registry import init_default_scope  # noqa: E402
-from PIL import Image  # noqa: E402
+from mmengine.registry import init_default_scope
+from PIL import Image
 
-from anyup_plugin.mmseg.datasets import (  # noqa: E402
+from anyup_plugin.mmseg.datasets import (
     COARSE_CLASSES,
     FINE_TO_COARSE,
     ADE20K151Dataset,

@@ -8,10 +8,10 @@ import torch.nn.functional as F
 
 pytest.importorskip('mmseg.models', reason='MMSegmentation (with mmcv ops) is not installed')
 
-from mmengine.structures import PixelData  # noqa: E402
-from mmseg.structures import SegDataSample  # noqa: E402
+from mmengine.structures import PixelData
+from mmseg.structures import SegDataSample
 
-from anyup_plugin.mmseg.decode_heads import LinearProbeHead  # noqa: E402
+from anyup_plugin.mmseg.decode_heads import LinearProbeHead
 
 
 def test_structure_is_a_single_conv():

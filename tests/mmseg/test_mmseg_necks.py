@@ -8,9 +8,9 @@ import torch.nn.functional as F
 
 pytest.importorskip('mmseg.models', reason='MMSegmentation (with mmcv ops) is not installed')
 
-from anyup_plugin.core.anyup import AnyUp  # noqa: E402
-from anyup_plugin.core.input_norm import IMAGENET_MEAN_255, IMAGENET_STD_255  # noqa: E402
-from anyup_plugin.mmseg.necks import AnyUpNeck, BilinearNeck  # noqa: E402
+from anyup_plugin.core.anyup import AnyUp
+from anyup_plugin.core.input_norm import IMAGENET_MEAN_255, IMAGENET_STD_255
+from anyup_plugin.mmseg.necks import AnyUpNeck, BilinearNeck
 
 
 def _inputs(batch=2, channels=8, h=4, w=5, size=(28, 35)):

@@ -7,13 +7,13 @@ import torch
 
 pytest.importorskip('mmseg.models', reason='MMSegmentation (with mmcv ops) is not installed')
 
-from mmengine.config import ConfigDict  # noqa: E402
-from mmengine.registry import init_default_scope  # noqa: E402
-from mmengine.structures import PixelData  # noqa: E402
-from mmseg.registry import MODELS  # noqa: E402
-from mmseg.structures import SegDataSample  # noqa: E402
+from mmengine.config import ConfigDict
+from mmengine.registry import init_default_scope
+from mmengine.structures import PixelData
+from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
 
-import anyup_plugin.mmseg  # noqa: E402, F401  (registers the modules)
+import anyup_plugin.mmseg  # noqa: F401  (registers the modules)
 
 init_default_scope('mmseg')
 

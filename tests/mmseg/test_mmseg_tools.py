@@ -11,9 +11,9 @@ import pytest
 
 pytest.importorskip('mmseg.models', reason='MMSegmentation (with mmcv ops) is not installed')
 
-from PIL import Image  # noqa: E402
+from PIL import Image
 
-from anyup_plugin.mmseg.demo_data import DEMO_CLASSES, write_demo_dataset  # noqa: E402
+from anyup_plugin.mmseg.demo_data import DEMO_CLASSES, write_demo_dataset
 
 TOOLS = Path(__file__).resolve().parents[2] / 'tools'
 

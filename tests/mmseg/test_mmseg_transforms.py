@@ -7,12 +7,12 @@ import pytest
 
 pytest.importorskip('mmseg.models', reason='MMSegmentation (with mmcv ops) is not installed')
 
-import torchvision.transforms.functional as TF  # noqa: E402
-from PIL import Image  # noqa: E402
-from torchvision.transforms import CenterCrop, InterpolationMode, Resize  # noqa: E402
+import torchvision.transforms.functional as TF
+from PIL import Image
+from torchvision.transforms import CenterCrop, InterpolationMode, Resize
 
-from anyup_plugin.mmseg.transforms import ResizeShortSide, SegCenterCrop  # noqa: E402
-from anyup_plugin.mmseg.transforms.resize_short_side import short_side_size  # noqa: E402
+from anyup_plugin.mmseg.transforms import ResizeShortSide, SegCenterCrop
+from anyup_plugin.mmseg.transforms.resize_short_side import short_side_size
 
 
 @pytest.mark.parametrize('shape', [(512, 683), (683, 512), (448, 448), (375, 500), (97, 1001)])

@@ -11,9 +11,9 @@ import torch
 
 pytest.importorskip('mmengine', reason='the AnyUp trainer is built on MMEngine')
 
-from mmengine.logging import MMLogger  # noqa: E402
+from mmengine.logging import MMLogger
 
-from anyup_plugin.training import (  # noqa: E402
+from anyup_plugin.training import (
     GuidanceAugmentation,
     ImageFolderDataset,
     LoadImage,
@@ -22,7 +22,7 @@ from anyup_plugin.training import (  # noqa: E402
     make_demo_images,
     resize_square,
 )
-from anyup_plugin.training import dataset as dataset_module  # noqa: E402
+from anyup_plugin.training import dataset as dataset_module
 
 
 class _Records(logging.Handler):

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 pytest.importorskip('mmengine', reason='the AnyUp trainer is built on MMEngine')
 
-from anyup_plugin.core import AnyUp  # noqa: E402
-from anyup_plugin.training import (  # noqa: E402
+from anyup_plugin.core import AnyUp
+from anyup_plugin.training import (
     AnyUpTrainer,
     MultiCrop,
     Teacher,

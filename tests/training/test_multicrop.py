@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 pytest.importorskip('mmengine', reason='the AnyUp trainer is built on MMEngine')
 
-from anyup_plugin.training import (  # noqa: E402
+from anyup_plugin.training import (
     MultiCrop,
     crop_feature_windows,
     offsets_from_keys,

@@ -25,9 +25,9 @@ import torch
 pytest.importorskip('mmengine', reason='the AnyUp trainer is built on MMEngine')
 pytest.importorskip('timm', reason='the tiny teacher is a timm ViT')
 
-from anyup_plugin.core import AnyUp  # noqa: E402
-from anyup_plugin.engine import build_runner, is_complete_checkpoint, prepare_config  # noqa: E402
-from anyup_plugin.training import ImageFolderDataset, make_demo_images  # noqa: E402
+from anyup_plugin.core import AnyUp
+from anyup_plugin.engine import build_runner, is_complete_checkpoint, prepare_config
+from anyup_plugin.training import ImageFolderDataset, make_demo_images
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_CONFIG = REPO / 'configs' / 'anyup' / 'anyup_tiny_cpu_demo.py'

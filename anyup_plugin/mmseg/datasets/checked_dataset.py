@@ -150,7 +150,7 @@ def _label_problem(path: str, num_labels: int, ignore_index: int) -> str | None:
         with Image.open(path) as img:
             mode = img.mode
             labels = np.asarray(img)
-    except Exception as err:  # noqa: BLE001 - any decode failure is reported the same way
+    except Exception as err:
         return f'cannot be read ({type(err).__name__}: {err})'
     if labels.ndim != 2:
         return (
