@@ -3,13 +3,18 @@
 from .anyup import PUBLISHED_CHECKPOINTS, AnyUp
 from .encoder import FrozenTimmEncoder
 from .input_norm import ToImageNetNorm
+from .upsampler import UPSAMPLER_METHODS, FeatureUpsampler, build_anyup, stride_output_size
 from .window_attention import dense_window_attention_reference, windowed_attention
 
 __all__ = [
     'PUBLISHED_CHECKPOINTS',
+    'UPSAMPLER_METHODS',
     'AnyUp',
+    'FeatureUpsampler',
     'FrozenTimmEncoder',
     'ToImageNetNorm',
+    'build_anyup',
     'dense_window_attention_reference',
+    'stride_output_size',
     'windowed_attention',
 ]

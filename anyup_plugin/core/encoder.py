@@ -26,14 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from anyup_plugin.constants import IMAGENET_MEAN, IMAGENET_STD
+
 from .checks import check_image
 
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'FrozenTimmEncoder']
+__all__ = ['FrozenTimmEncoder']
 
 logger = logging.getLogger(__name__)
-
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 # Model-name prefixes that timm resolves itself (remote or local configs); not checked against
 # timm's registry.

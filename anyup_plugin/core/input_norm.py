@@ -14,11 +14,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ['IMAGENET_MEAN_255', 'IMAGENET_STD_255', 'ToImageNetNorm']
+from anyup_plugin.constants import IMAGENET_MEAN_255, IMAGENET_STD_255
 
-#: ImageNet statistics on the 0-255 scale (the convention of MMSeg and Detectron2 configs).
-IMAGENET_MEAN_255: tuple[float, float, float] = (123.675, 116.28, 103.53)
-IMAGENET_STD_255: tuple[float, float, float] = (58.395, 57.12, 57.375)
+__all__ = ['IMAGENET_MEAN_255', 'IMAGENET_STD_255', 'ToImageNetNorm']
 
 
 _CHANNEL_ORDERS = ('RGB', 'BGR')

@@ -37,8 +37,8 @@ import torch.nn.functional as F
 from mmengine.model import BaseDataPreprocessor, BaseModel
 from torch import Tensor, nn
 
+from anyup_plugin.constants import IMAGENET_MEAN, IMAGENET_STD
 from anyup_plugin.core import AnyUp
-from anyup_plugin.core.encoder import IMAGENET_MEAN, IMAGENET_STD
 
 from .losses import reconstruction_loss
 from .multicrop import MultiCrop, crop_feature_windows, offsets_from_keys

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from anyup_plugin.constants import IMAGENET_MEAN, IMAGENET_STD
 from anyup_plugin.core.checks import check_feature_map
 
 __all__ = [
@@ -28,9 +29,6 @@ __all__ = [
     'joint_pca_rgb',
     'to_pil',
 ]
-
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _as_batched(features: Tensor, name: str) -> Tensor:
@@ -196,8 +194,8 @@ def joint_pca_rgb(reference: Tensor, *others: Tensor, quantile: float = 0.01) ->
 
 def denormalize_image(
     image: Tensor,
-    mean: Sequence[float] = _IMAGENET_MEAN,
-    std: Sequence[float] = _IMAGENET_STD,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
 ) -> Tensor:
     """Undoes mean/std normalisation.
 
@@ -272,8 +270,8 @@ def feature_panel(
     image: Tensor,
     lowres: Tensor,
     upsampled: Tensor,
-    mean: Sequence[float] = _IMAGENET_MEAN,
-    std: Sequence[float] = _IMAGENET_STD,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
     gap: int = 0,
 ) -> Image.Image:
     """Builds the panel ``image | low-res PCA | upsampled PCA`` for one image.

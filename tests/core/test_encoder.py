@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from timm.data import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-from anyup_plugin.core.encoder import IMAGENET_MEAN, IMAGENET_STD, FrozenTimmEncoder
+from anyup_plugin.constants import IMAGENET_MEAN, IMAGENET_STD
+from anyup_plugin.core.encoder import FrozenTimmEncoder
 
 # Tiny ViT configurations: real timm architectures, shrunk so that tests take milliseconds.
 TINY_VIT = dict(img_size=28, depth=3, embed_dim=32, num_heads=2)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from anyup_plugin.core.encoder import IMAGENET_MEAN, IMAGENET_STD
-from anyup_plugin.core.input_norm import IMAGENET_MEAN_255, IMAGENET_STD_255, ToImageNetNorm
+from anyup_plugin.constants import IMAGENET_MEAN, IMAGENET_MEAN_255, IMAGENET_STD, IMAGENET_STD_255
+from anyup_plugin.core.input_norm import ToImageNetNorm
 
 
 def _imagenet(rgb_pixels: torch.Tensor) -> torch.Tensor:

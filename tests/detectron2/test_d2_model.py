@@ -19,8 +19,8 @@ from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_backbone, build_model
 
+from anyup_plugin.constants import IMAGENET_MEAN, IMAGENET_STD
 from anyup_plugin.core.anyup import AnyUp
-from anyup_plugin.core.encoder import IMAGENET_MEAN, IMAGENET_STD
 from anyup_plugin.detectron2 import (
     AnyUpSemSegTrainer,
     EpochCosineParamScheduler,

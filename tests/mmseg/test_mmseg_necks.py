@@ -8,8 +8,8 @@ import torch.nn.functional as F
 
 pytest.importorskip('mmseg.models', reason='MMSegmentation (with mmcv ops) is not installed')
 
+from anyup_plugin.constants import IMAGENET_MEAN_255, IMAGENET_STD_255
 from anyup_plugin.core.anyup import AnyUp
-from anyup_plugin.core.input_norm import IMAGENET_MEAN_255, IMAGENET_STD_255
 from anyup_plugin.mmseg.necks import AnyUpNeck, BilinearNeck
 
 
