@@ -24,7 +24,7 @@ from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
-from anyup_plugin.mmseg.demo_data import DEMO_CLASSES, write_demo_dataset
+from anyup_plugin.testing import DEMO_CLASSES, write_ade20k_layout_dataset
 
 DEFAULT_CONFIG = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs', 'mmseg',
                           'demo_ade20k_layout.py')  # fmt: skip
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.data_root:
         data_root = args.data_root
     else:
-        data_root = str(write_demo_dataset(args.demo_dir, args.num_train, args.num_val))
+        data_root = str(write_ade20k_layout_dataset(args.demo_dir, args.num_train, args.num_val))
         print(f'[demo] dataset: {data_root} ({args.num_train} train / {args.num_val} val)')
     cfg = build_config(args, data_root)
 

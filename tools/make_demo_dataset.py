@@ -6,7 +6,7 @@ Example::
     python tools/make_demo_dataset.py data/demo_ade20k --num-train 40 --num-val 12
 
 The printed folder is the ``data_root`` for ``configs/mmseg/demo_ade20k_layout.py`` (its
-default) or any ADE20K config. See :mod:`anyup_plugin.mmseg.demo_data` for what the scenes
+default) or any ADE20K config. See :mod:`anyup_plugin.testing` for what the scenes
 contain.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from anyup_plugin.mmseg.demo_data import DEMO_CLASSES, write_demo_dataset
+from anyup_plugin.testing import DEMO_CLASSES, write_ade20k_layout_dataset
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -30,7 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    root = write_demo_dataset(
+    root = write_ade20k_layout_dataset(
         args.out,
         num_train=args.num_train,
         num_val=args.num_val,

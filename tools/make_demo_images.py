@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from anyup_plugin.training.demo_data import make_demo_images
+from anyup_plugin.testing import write_image_folder
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument('--max-size', type=int, default=None, help='largest side')
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args(argv)
-    paths = make_demo_images(args.out, args.num, args.min_size, args.max_size, args.seed)
+    paths = write_image_folder(args.out, args.num, args.min_size, args.max_size, args.seed)
     print(f'wrote {len(paths)} images under {os.path.join(args.out, "shapes")}')
 
 

@@ -37,32 +37,23 @@ licensed CC-BY-4.0.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from importlib import resources
 from pathlib import Path
 
 import torch
-from PIL import Image
+
+from anyup_plugin.apis import load_image, sample_image_path, save_upsampled_features, upsample_image
 
 DEFAULT_ENCODER = 'vit_small_patch14_dinov2'
 DEFAULT_UPSAMPLER = 'anyup_multi_backbone'
 DEFAULT_OUTPUT = Path('outputs') / 'anyup_demo.png'
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class ToolError(Exception):
     """A failure with a message meant for the user (no traceback)."""
-
-
-def sample_image_path() -> Path:
-    """Path of the bundled sample picture."""
-    return Path(str(resources.files('anyup_plugin').joinpath('assets', 'sample.png')))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -214,33 +205,6 @@ def load_encoder(args: argparse.Namespace) -> torch.nn.Module:
         ) from exc
 
 
-def load_image(path: Path, size: int, multiple: int) -> Image.Image:
-    """Opens ``path``, resizes the short side to ``size``, crops to a multiple of ``multiple``."""
-    if size < multiple:
-        raise ToolError(f'--size must be at least the encoder patch size {multiple}, got {size}')
-    try:
-        with Image.open(path) as img:
-            image = img.convert('RGB')
-    except (OSError, ValueError) as exc:
-        raise ToolError(f'could not read image {str(path)!r}: {exc}') from exc
-    width, height = image.size
-    scale = size / min(width, height)
-    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-    image = image.resize((new_w, new_h), Image.Resampling.BICUBIC)
-    crop_w, crop_h = new_w - new_w % multiple, new_h - new_h % multiple
-    left, top = (new_w - crop_w) // 2, (new_h - crop_h) // 2
-    return image.crop((left, top, left + crop_w, top + crop_h))
-
-
-def to_tensor(image: Image.Image) -> torch.Tensor:
-    """PIL RGB -> (1, 3, H, W) float32 normalised with the ImageNet mean/std."""
-    data = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
-    x = data.view(image.size[1], image.size[0], 3).permute(2, 0, 1).float() / 255.0
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return ((x - mean) / std).unsqueeze(0)
-
-
 def prepare_output(path: Path) -> Path:
     """Makes sure ``path``'s folder exists (creating it) and ``path`` is not a folder."""
     path = path.expanduser()
@@ -253,25 +217,7 @@ def prepare_output(path: Path) -> Path:
     return path
 
 
-def write_temp(path: Path, writer: Callable[[str], None]) -> str:
-    """Writes with ``writer(tmp_path)`` to a temporary file beside ``path``; returns its path."""
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    os.close(fd)
-    try:
-        # mkstemp makes the file private (0600); give it the permissions open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        writer(tmp)
-    except BaseException:
-        os.remove(tmp)
-        raise
-    return tmp
-
-
 def run(args: argparse.Namespace) -> None:
-    from anyup_plugin.utils.visualization import feature_panel
-
     device = resolve_device(args.device)
     image_path = args.image if args.image is not None else sample_image_path()
     if not image_path.is_file():
@@ -287,48 +233,27 @@ def run(args: argparse.Namespace) -> None:
     with timed(f'building encoder {args.encoder}'):
         encoder = load_encoder(args).to(device)
 
-    image = load_image(image_path, args.size, encoder.patch_size)
-    x = to_tensor(image).to(device)
+    try:
+        image = load_image(image_path, args.size, encoder.patch_size)
+    except ValueError as exc:
+        raise ToolError(str(exc).replace('size must', '--size must')) from exc
     print(
         f'image resized and cropped to {image.size[0]}x{image.size[1]} '
         f'(multiple of the patch size {encoder.patch_size})'
     )
+    with timed('encoding and upsampling with AnyUp'):
+        result = upsample_image(image, encoder, upsampler)
+    print(f'low-res features: {tuple(result.lowres.shape)} (layer {encoder.layers[0]})')
+    print(f'upsampled features: {tuple(result.upsampled.shape)}')
 
-    with torch.no_grad():
-        with timed('encoding'):
-            (lowres,) = encoder(x)
-        print(f'low-res features: {tuple(lowres.shape)} (layer {encoder.layers[0]})')
-        with timed('upsampling with AnyUp'):
-            upsampled = upsampler(x, lowres)
-        print(f'upsampled features: {tuple(upsampled.shape)}')
-
-    lowres_cpu = lowres.float().cpu()
-    upsampled_cpu = upsampled.float().cpu()  # may be channels-last: the PCA reads it as is
-    with timed('PCA visualisation'):
-        panel = feature_panel(x[0].cpu(), lowres_cpu, upsampled_cpu, IMAGENET_MEAN, IMAGENET_STD)
-
-    # Write every output to a temporary file first; rename only when all are complete.
-    temps: list[tuple[str, Path]] = []
-    try:
-        temps.append((write_temp(output, lambda p: panel.save(p, format='PNG')), output))
-        if features_out is not None:
-            payload = {
-                'lowres': lowres_cpu.contiguous(),
-                'upsampled': upsampled_cpu.contiguous(),
-                'image': x.cpu(),
-                'encoder': args.encoder,
-                'layer': int(encoder.layers[0]),
-                'random_weights': bool(args.random_weights),
-            }
-            temps.append((write_temp(features_out, lambda p: torch.save(payload, p)), features_out))
-        for tmp, final in temps:
-            os.replace(tmp, final)
-    except BaseException:
-        for tmp, _ in temps:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        raise
-    print(f'wrote {output} ({panel.size[0]}x{panel.size[1]}: image | low-res PCA | upsampled PCA)')
+    metadata = {
+        'encoder': args.encoder,
+        'layer': int(encoder.layers[0]),
+        'random_weights': bool(args.random_weights),
+    }
+    with timed('PCA visualisation and writing'):
+        save_upsampled_features(result, output, features_out, metadata)
+    print(f'wrote {output} (image | low-res PCA | upsampled PCA)')
     if features_out is not None:
         print(f'wrote {features_out}')
 

@@ -125,6 +125,7 @@ class FeatureUpsampler(nn.Module):
         if self.anyup is not None:
             self.anyup.set_trainable(not self.frozen)
         self.train(self.training)
+        self.register_load_state_dict_pre_hook(_accept_plain_anyup_keys)
 
     def train(self, mode: bool = True) -> FeatureUpsampler:
         """Sets the mode; a frozen AnyUp stays in eval mode."""
@@ -180,6 +181,22 @@ class FeatureUpsampler(nn.Module):
 
     def extra_repr(self) -> str:
         return f'method={self.method!r}, checkpoint={self.checkpoint!r}, frozen={self.frozen}'
+
+
+def _accept_plain_anyup_keys(
+    module: FeatureUpsampler, state_dict: dict, prefix: str, *args: Any
+) -> None:
+    """Lets a plain AnyUp state dict (``rope.freqs``, ...) load into ``FeatureUpsampler.anyup``.
+
+    Also reads checkpoints of models that held the AnyUp module directly under the name the
+    upsampler now has (e.g. an MMSeg neck's ``neck.upsampler.rope.freqs``).
+    """
+    if module.anyup is None:
+        return
+    for name in module.anyup.state_dict():
+        old, new = prefix + name, prefix + 'anyup.' + name
+        if old in state_dict and new not in state_dict:
+            state_dict[new] = state_dict.pop(old)
 
 
 def _sizes_per_map(output_size: Size | Sequence[Size], count: int) -> list[Size]:

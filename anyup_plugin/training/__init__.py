@@ -18,7 +18,6 @@ the scope with ``default_scope = 'anyup_plugin'`` and
 from anyup_plugin import engine  # noqa: F401  (registers WeightsOnlyCheckpointHook)
 
 from .dataset import IMAGE_EXTENSIONS, ImageFolderDataset, build_size_index
-from .demo_data import make_demo_images
 from .hooks import ExportStudentHook, save_plain_state_dict
 from .loops import ResumableInfiniteSampler, ResumableIterBasedTrainLoop
 from .losses import ReconstructionLoss, cosine_loss_map, minmax_mse_map, reconstruction_loss
@@ -66,7 +65,6 @@ __all__ = [
     'build_teachers',
     'cosine_loss_map',
     'crop_feature_windows',
-    'make_demo_images',
     'minmax_mse_map',
     'offsets_from_keys',
     'reconstruction_loss',

@@ -27,6 +27,8 @@ from PIL import Image, ImageOps
 from torch import Tensor
 from torchvision.transforms import v2
 
+from anyup_plugin.utils.geometry import center_crop_offsets, short_side_size
+
 from .registry import TRANSFORMS
 
 __all__ = [
@@ -133,11 +135,10 @@ class ResizeCenterCrop:
     def __call__(self, results: dict[str, Any]) -> dict[str, Any]:
         img = results['img']
         h, w = img.shape[-2:]
-        scale = self.size / min(h, w)
-        new_h, new_w = max(self.size, round(h * scale)), max(self.size, round(w * scale))
+        new_h, new_w = short_side_size(h, w, self.size)
         if (new_h, new_w) != (h, w):
             img = v2.functional.resize(img, [new_h, new_w], antialias=True)
-        top, left = (new_h - self.size) // 2, (new_w - self.size) // 2
+        top, left = center_crop_offsets(new_h, new_w, self.size, self.size)
         results['img'] = img[:, top : top + self.size, left : left + self.size].contiguous()
         return results
 

@@ -36,6 +36,10 @@ def atomic_write(path: str | os.PathLike, suffix: str = '.tmp') -> Iterator[str]
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(final)}.', suffix=suffix, dir=folder)
     os.close(fd)
+    # mkstemp makes the file private (0600); give it the permissions open() would.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         yield tmp
         os.replace(tmp, final)

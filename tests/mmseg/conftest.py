@@ -32,10 +32,10 @@ def _save_pair(img_path: Path, ann_path: Path, rng: np.random.Generator, labels,
 @pytest.fixture(scope='session')
 def ade_root(tmp_path_factory) -> Path:
     """ADEChallengeData2016 layout, written by the demo generator (4 train / 2 val)."""
-    from anyup_plugin.mmseg.demo_data import write_demo_dataset
+    from anyup_plugin.testing import write_ade20k_layout_dataset
 
     root = tmp_path_factory.mktemp('ade')
-    return write_demo_dataset(root, num_train=4, num_val=2, height=64, width=80, seed=1)
+    return write_ade20k_layout_dataset(root, num_train=4, num_val=2, height=64, width=80, seed=1)
 
 
 @pytest.fixture(scope='session')

@@ -70,11 +70,11 @@ def test_anyup_output_is_a_convex_combination_of_inputs():
 
 
 class _Recorder(torch.nn.Module):
-    """Stands in for AnyUp and records the guidance it receives."""
+    """Stands in for the neck's FeatureUpsampler and records the guidance it receives."""
 
-    def forward(self, image, features, output_size=None):
+    def forward(self, image, features, output_size):
         self.image = image
-        return F.interpolate(features, size=output_size, mode='nearest')
+        return [F.interpolate(f, size=s, mode='nearest') for f, s in zip(features, output_size)]
 
 
 def test_guidance_is_converted_to_imagenet_normalisation():
@@ -100,7 +100,7 @@ def test_guidance_is_converted_to_imagenet_normalisation():
 def test_frozen_neck_stays_eval_and_passes_gradients_to_features():
     neck = AnyUpNeck()
     neck.train()
-    assert neck.training and not neck.upsampler.training
+    assert neck.training and not neck.upsampler.anyup.training
     assert not any(p.requires_grad for p in neck.parameters())
     feats, image = _inputs(batch=1)
     out = neck(feats, image)
@@ -112,7 +112,7 @@ def test_frozen_neck_stays_eval_and_passes_gradients_to_features():
 
 def test_trainable_neck_gives_every_trainable_parameter_a_gradient():
     neck = AnyUpNeck(frozen=False).train()
-    assert neck.upsampler.training
+    assert neck.upsampler.anyup.training
     trainable = {n for n, p in neck.named_parameters() if p.requires_grad}
     assert trainable and not any('out_proj' in n for n in trainable)
     feats, image = _inputs(batch=1)
@@ -135,7 +135,7 @@ def test_checkpoint_loading_and_mismatch(tmp_path):
     torch.save(reference.state_dict(), path)
     neck = AnyUpNeck(checkpoint=str(path))
     for key, value in reference.state_dict().items():
-        torch.testing.assert_close(neck.upsampler.state_dict()[key], value)
+        torch.testing.assert_close(neck.upsampler.anyup.state_dict()[key], value)
 
     broken = dict(reference.state_dict())
     broken.pop('rope.freqs')

@@ -14,6 +14,7 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
 import anyup_plugin.mmseg  # noqa: F401  (registers the modules)
+from anyup_plugin.constants import IMAGENET_MEAN_255, IMAGENET_STD_255
 
 init_default_scope('mmseg')
 
@@ -63,18 +64,44 @@ def test_loss_and_predict_with_full_resolution_features():
     assert tuple(preds[0].pred_sem_seg.data.shape) == (1, 28, 28)
 
 
-def test_preprocessor_statistics_reach_backbone_and_neck():
+def test_input_is_converted_to_imagenet_once_from_the_preprocessor_statistics():
     mean, std = [100.0, 110.0, 120.0], [50.0, 60.0, 70.0]
     model = MODELS.build(_model_cfg(mean=mean, std=std))
-    for module in (model.backbone, model.neck):
-        assert not module.input_norm.identity
-        assert module.input_norm.source_mean == pytest.approx(tuple(mean))
-        assert module.input_norm.source_std == pytest.approx(tuple(std))
-    # explicit settings in the module config win
-    neck = dict(type='AnyUpNeck', input_mean=[123.675, 116.28, 103.53],
-                input_std=[58.395, 57.12, 57.375])  # fmt: skip
+    assert model.input_norm.source_mean == pytest.approx(tuple(mean))
+    assert model.input_norm.source_std == pytest.approx(tuple(std))
+    # the segmentor converts; backbone and neck take the converted image as it is
+    assert model.backbone.input_norm.identity and model.neck.input_norm.identity
+    seen = {}
+    model.backbone.register_forward_pre_hook(lambda m, args: seen.setdefault('backbone', args[0]))
+    model.neck.register_forward_pre_hook(lambda m, args: seen.setdefault('neck', args[1]))
+    inputs, _ = _batch(n=1)
+    model.extract_feat(inputs)
+    assert seen['backbone'] is seen['neck']
+    pixels = inputs * torch.tensor(std).view(1, 3, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1)
+    imagenet = (pixels - torch.tensor(IMAGENET_MEAN_255).view(1, 3, 1, 1)) / torch.tensor(
+        IMAGENET_STD_255
+    ).view(1, 3, 1, 1)
+    torch.testing.assert_close(seen['neck'], imagenet, rtol=1e-5, atol=1e-5)
+
+
+def test_module_statistics_from_its_config_win():
+    mean, std = [100.0, 110.0, 120.0], [50.0, 60.0, 70.0]
+    neck = dict(type='AnyUpNeck', input_mean=mean, input_std=std)
     model = MODELS.build(_model_cfg(neck=neck, mean=mean, std=std))
-    assert model.neck.input_norm.identity and not model.backbone.input_norm.identity
+    assert not model.neck.input_norm.identity and model.backbone.input_norm.identity
+    seen = {}
+    model.neck.register_forward_pre_hook(lambda m, args: seen.setdefault('neck', args[1]))
+    inputs, _ = _batch(n=1)
+    model.extract_feat(inputs)
+    assert seen['neck'] is inputs  # the neck converts from its own statistics
+
+
+def test_preprocessor_without_normalisation_means_raw_pixels():
+    cfg = _model_cfg()
+    cfg.data_preprocessor = dict(type='SegDataPreProcessor', bgr_to_rgb=True)
+    model = MODELS.build(cfg)
+    assert model.input_norm.source_mean == (0.0, 0.0, 0.0)
+    assert model.input_norm.source_std == (1.0, 1.0, 1.0)
 
 
 def test_stock_encoder_decoder_fails_naming_the_replacement():

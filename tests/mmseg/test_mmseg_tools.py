@@ -13,7 +13,7 @@ pytest.importorskip('mmseg.models', reason='MMSegmentation (with mmcv ops) is no
 
 from PIL import Image
 
-from anyup_plugin.mmseg.demo_data import DEMO_CLASSES, write_demo_dataset
+from anyup_plugin.testing import DEMO_CLASSES, write_ade20k_layout_dataset
 
 TOOLS = Path(__file__).resolve().parents[2] / 'tools'
 
@@ -26,7 +26,7 @@ def _load_tool(name: str):
 
 
 def test_demo_dataset_layout_and_labels(tmp_path):
-    root = write_demo_dataset(tmp_path, num_train=3, num_val=2, height=48, width=64)
+    root = write_ade20k_layout_dataset(tmp_path, num_train=3, num_val=2, height=48, width=64)
     assert root.name == 'ADEChallengeData2016'
     train = sorted((root / 'images/training').glob('*.jpg'))
     assert [p.name for p in train] == [f'ADE_train_{i:08d}.jpg' for i in (1, 2, 3)]
@@ -35,13 +35,13 @@ def test_demo_dataset_layout_and_labels(tmp_path):
     assert label.shape == (48, 64) and set(np.unique(label)) <= set(DEMO_CLASSES)
     # same arguments: kept as is; a folder it did not write: refused
     stamp = train[0].stat().st_mtime_ns
-    write_demo_dataset(tmp_path, num_train=3, num_val=2, height=48, width=64)
+    write_ade20k_layout_dataset(tmp_path, num_train=3, num_val=2, height=48, width=64)
     assert train[0].stat().st_mtime_ns == stamp
     assert json.loads((root / 'anyup_demo_dataset.json').read_text())['num_train'] == 3
     foreign = tmp_path / 'real' / 'ADEChallengeData2016'
     foreign.mkdir(parents=True)
     with pytest.raises(FileExistsError):
-        write_demo_dataset(tmp_path / 'real')
+        write_ade20k_layout_dataset(tmp_path / 'real')
 
 
 def test_make_demo_dataset_cli(tmp_path, capsys):

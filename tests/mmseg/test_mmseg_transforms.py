@@ -12,7 +12,7 @@ from PIL import Image
 from torchvision.transforms import CenterCrop, InterpolationMode, Resize
 
 from anyup_plugin.mmseg.transforms import ResizeShortSide, SegCenterCrop
-from anyup_plugin.mmseg.transforms.resize_short_side import short_side_size
+from anyup_plugin.utils.geometry import short_side_size
 
 
 @pytest.mark.parametrize('shape', [(512, 683), (683, 512), (448, 448), (375, 500), (97, 1001)])

@@ -32,8 +32,8 @@ def patch_encoder():
 @pytest.fixture(scope='session')
 def demo_folder(tmp_path_factory):
     """48 synthetic images with a short side of 64 px, 4 smaller ones, 2 corrupt files."""
-    from anyup_plugin.training.demo_data import make_demo_images
+    from anyup_plugin.testing import write_image_folder
 
     root = tmp_path_factory.mktemp('demo_images')
-    make_demo_images(str(root), num_images=48, min_size=64, seed=0, num_small=4, num_corrupt=2)
+    write_image_folder(str(root), num_images=48, min_size=64, seed=0, num_small=4, num_corrupt=2)
     return root

@@ -13,13 +13,13 @@ pytest.importorskip('mmengine', reason='the AnyUp trainer is built on MMEngine')
 
 from mmengine.logging import MMLogger
 
+from anyup_plugin.testing import write_image_folder
 from anyup_plugin.training import (
     GuidanceAugmentation,
     ImageFolderDataset,
     LoadImage,
     PackAnyUpInputs,
     ResizeCenterCrop,
-    make_demo_images,
     resize_square,
 )
 from anyup_plugin.training import dataset as dataset_module
@@ -88,7 +88,7 @@ def test_size_index_is_reused_and_updated(folder, tmp_path, monkeypatch, log_rec
     read = []
     real = dataset_module._read_size
     monkeypatch.setattr(dataset_module, '_read_size', lambda p: read.append(p) or real(p))
-    make_demo_images(str(tmp_path / 'extra'), num_images=1, min_size=80, seed=7)
+    write_image_folder(str(tmp_path / 'extra'), num_images=1, min_size=80, seed=7)
     shutil.copy(tmp_path / 'extra' / 'shapes' / 'img_00000.jpg', folder / 'shapes' / 'new.jpg')
     os.remove(folder / 'shapes' / 'img_00001.jpg')
     third = ImageFolderDataset(str(folder), min_size=64, index_file=str(index))

@@ -27,7 +27,8 @@ pytest.importorskip('timm', reason='the tiny teacher is a timm ViT')
 
 from anyup_plugin.core import AnyUp
 from anyup_plugin.engine import build_runner, is_complete_checkpoint, prepare_config
-from anyup_plugin.training import ImageFolderDataset, make_demo_images
+from anyup_plugin.testing import write_image_folder
+from anyup_plugin.training import ImageFolderDataset
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_CONFIG = REPO / 'configs' / 'anyup' / 'anyup_tiny_cpu_demo.py'
@@ -151,7 +152,7 @@ def free_port() -> int:
 def image_root(tmp_path_factory):
     """64 synthetic 64-px images, plus a non-image file and a truncated JPEG in the train split."""
     root = tmp_path_factory.mktemp('anyup_images')
-    make_demo_images(str(root), num_images=64, min_size=64, seed=0, num_corrupt=1)
+    write_image_folder(str(root), num_images=64, min_size=64, seed=0, num_corrupt=1)
     # A JPEG whose header is intact but whose pixels are cut short: only loading finds out.
     train = ImageFolderDataset(
         str(root),
@@ -438,7 +439,7 @@ def test_two_gloo_processes_train_and_checkpoint(tmp_path, image_root):
 
 def test_folder_without_usable_images_fails_at_start(tmp_path, cache_home):
     root = tmp_path / 'small_images'
-    make_demo_images(str(root), num_images=0, min_size=64, seed=1, num_small=3)
+    write_image_folder(str(root), num_images=0, min_size=64, seed=1, num_small=3)
     config = write_config(tmp_path / 'tiny.py', root)
     with pytest.raises(ValueError, match=rf"no usable image in '{root}'.*min_size=64 px") as err:
         run_in_process(config, tmp_path / 'work')

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-from mmengine.logging import print_log
 from mmseg.registry import MODELS
 from torch import Tensor
 
-from anyup_plugin.core.anyup import AnyUp
+from anyup_plugin.core.upsampler import FeatureUpsampler
 
 from .image_guided_neck import ImageGuidedNeck, missing_image_error
 
@@ -71,30 +68,14 @@ class AnyUpNeck(ImageGuidedNeck):
             input_std=input_std,
             init_cfg=init_cfg,
         )
-        if checkpoint is None:
-            self.upsampler = AnyUp(window_ratio=window_ratio, **anyup_kwargs)
-            print_log(
-                'AnyUpNeck: no checkpoint given, AnyUp keeps its random initialisation. Set '
-                "checkpoint='anyup_paper' (or a local .pth path) for the published weights.",
-                logger='current',
-                level=logging.WARNING,
-            )
-        else:
-            self.upsampler = AnyUp.from_pretrained(
-                checkpoint, window_ratio=window_ratio, **anyup_kwargs
-            )
-            print_log(f'AnyUpNeck: loaded AnyUp weights from {checkpoint}', logger='current')
-        self.checkpoint = checkpoint
-        self.frozen = bool(frozen)
-        self.upsampler.set_trainable(not self.frozen)
-        self.upsampler.train(not self.frozen and self.training)
-
-    def train(self, mode: bool = True) -> AnyUpNeck:
-        """Sets the neck's mode; a frozen AnyUp stays in eval mode."""
-        super().train(mode)
-        if self.frozen:
-            self.upsampler.eval()
-        return self
+        self.upsampler = FeatureUpsampler(
+            'anyup',
+            checkpoint=checkpoint,
+            frozen=frozen,
+            owner=type(self).__name__,
+            window_ratio=window_ratio,
+            **anyup_kwargs,
+        )
 
     def forward(
         self, inputs: Tensor | Sequence[Tensor], image: Tensor | None = None
@@ -112,15 +93,9 @@ class AnyUpNeck(ImageGuidedNeck):
             raise missing_image_error(type(self).__name__)
         return super().forward(inputs, image)
 
-    def upsample(self, features: Tensor, guidance: Tensor | None, size: tuple[int, int]) -> Tensor:
-        """(B, C, h, w) features + (B, 3, H, W) ImageNet-normalised guidance -> (B, C, *size)."""
-        if self.frozen and not features.requires_grad:
-            with torch.no_grad():
-                return self.upsampler(guidance, features, output_size=size)
-        return self.upsampler(guidance, features, output_size=size)
-
     def extra_repr(self) -> str:
         return (
-            f'checkpoint={self.checkpoint!r}, frozen={self.frozen}, in_index={self.in_index}, '
+            f'checkpoint={self.upsampler.checkpoint!r}, frozen={self.upsampler.frozen}, '
+            f'in_index={self.in_index}, '
             f'output_stride={self.output_stride}, upsample_in_training={self.upsample_in_training}'
         )

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch.nn.functional as F
 from mmseg.registry import MODELS
 from torch import Tensor
+
+from anyup_plugin.core.upsampler import FeatureUpsampler
 
 from .image_guided_neck import ImageGuidedNeck
 
@@ -47,23 +48,12 @@ class BilinearNeck(ImageGuidedNeck):
         if scale_factor is not None and scale_factor <= 0:
             raise ValueError(f'scale_factor must be positive, got {scale_factor!r}')
         self.scale_factor = scale_factor
-        self.align_corners = align_corners
-        self.antialias = antialias
+        self.upsampler = FeatureUpsampler(
+            'bilinear', align_corners=align_corners, antialias=antialias
+        )
 
     def _output_size(self, features: Tensor, image: Tensor | None, stride: int) -> tuple[int, int]:
         if image is None and self.scale_factor is not None:
             height, width = features.shape[-2:]
             return round(height * self.scale_factor), round(width * self.scale_factor)
         return super()._output_size(features, image, stride)
-
-    def upsample(self, features: Tensor, guidance: Tensor | None, size: tuple[int, int]) -> Tensor:
-        """(B, C, h, w) -> (B, C, *size), bilinear."""
-        if tuple(features.shape[-2:]) == tuple(size):
-            return features
-        return F.interpolate(
-            features,
-            size=size,
-            mode='bilinear',
-            align_corners=self.align_corners,
-            antialias=self.antialias,
-        )

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 from mmengine.model import BaseModule
 from torch import Tensor
 
 from anyup_plugin.core.input_norm import ToImageNetNorm
+from anyup_plugin.core.upsampler import FeatureUpsampler, stride_output_size
 
 __all__ = ['ImageGuidedNeck', 'missing_image_error']
 
@@ -26,8 +26,10 @@ def missing_image_error(neck: str) -> RuntimeError:
 class ImageGuidedNeck(BaseModule):
     """Base of necks that bring backbone maps to a stride of the network input.
 
-    Subclasses implement :meth:`upsample`. The segmentor calls ``neck(features, image)``;
-    :class:`AnyUpEncoderDecoder` does so for every neck with ``takes_image = True``.
+    Subclasses set ``self.upsampler``, a :class:`~anyup_plugin.core.FeatureUpsampler` (the
+    one upsampling policy shared with the other adapters), which upsamples all selected maps
+    in one call. The segmentor calls ``neck(features, image)``; :class:`AnyUpEncoderDecoder`
+    does so for every neck with ``takes_image = True``.
 
     Args:
         in_index: Which backbone maps to upsample (others pass through unchanged); ``None``
@@ -71,24 +73,11 @@ class ImageGuidedNeck(BaseModule):
         self.upsample_in_training = bool(upsample_in_training)
         self.input_norm = ToImageNetNorm(input_mean, input_std)
         self.norm_from_config = input_mean is not None or input_std is not None
+        self.upsampler: FeatureUpsampler | None = None  # set by the subclass
 
     def set_input_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
         """Sets the statistics (RGB, 0-255 scale) the input image is normalised with."""
         self.input_norm.set_source(mean, std)
-
-    def upsample(self, features: Tensor, guidance: Tensor | None, size: tuple[int, int]) -> Tensor:
-        """Upsamples one map.
-
-        Args:
-            features: (B, C, h, w) backbone map.
-            guidance: (B, 3, H, W) input image, ImageNet-normalised, or None when the neck
-                was called without it.
-            size: Output (H', W').
-
-        Returns:
-            (B, C, H', W') map.
-        """
-        raise NotImplementedError
 
     def forward(
         self, inputs: Tensor | Sequence[Tensor], image: Tensor | None = None
@@ -107,10 +96,13 @@ class ImageGuidedNeck(BaseModule):
             return tuple(feats)
         indices = self._indices(len(feats))
         guidance = None if image is None else self.input_norm(image)
-        for pos, idx in enumerate(indices):
-            stride = self.output_stride[pos if len(self.output_stride) > 1 else 0]
-            size = self._output_size(feats[idx], image, stride)
-            feats[idx] = self.upsample(feats[idx], guidance, size)
+        sizes = [
+            self._output_size(feats[idx], image, self.output_stride[pos % len(self.output_stride)])
+            for pos, idx in enumerate(indices)
+        ]
+        upsampled = self.upsampler(guidance, [feats[idx] for idx in indices], sizes)
+        for idx, out in zip(indices, upsampled):
+            feats[idx] = out
         return tuple(feats)
 
     def _indices(self, num_levels: int) -> list[int]:
@@ -127,8 +119,7 @@ class ImageGuidedNeck(BaseModule):
     def _output_size(self, features: Tensor, image: Tensor | None, stride: int) -> tuple[int, int]:
         if image is None:
             raise missing_image_error(type(self).__name__)
-        height, width = image.shape[-2:]
-        return math.ceil(height / stride), math.ceil(width / stride)
+        return stride_output_size(image.shape[-2:], stride)
 
 
 def _as_list(value: int | Sequence[int], name: str) -> list[int]:

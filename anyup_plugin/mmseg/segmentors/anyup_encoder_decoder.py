@@ -5,9 +5,13 @@ from __future__ import annotations
 import logging
 
 from mmengine.logging import print_log
+from mmseg.models.data_preprocessor import SegDataPreProcessor
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import MODELS
-from torch import Tensor
+from torch import Tensor, nn
+
+from anyup_plugin.constants import IMAGENET_MEAN_255, IMAGENET_STD_255
+from anyup_plugin.core.input_norm import ToImageNetNorm
 
 __all__ = ['AnyUpEncoderDecoder']
 
@@ -22,9 +26,11 @@ class AnyUpEncoderDecoder(EncoderDecoder):
     * :meth:`extract_feat` calls ``neck(features, image)`` for necks that declare
       ``takes_image = True`` (``AnyUpNeck``, ``BilinearNeck``), ``neck(features)`` for any
       other neck;
-    * after building, the data preprocessor's mean/std are handed to the backbone and neck
-      (``set_input_normalization``) unless their configs set ``input_mean``/``input_std``, so
-      they can undo MMSeg's normalisation whatever statistics the config uses.
+    * the input is converted to ImageNet normalisation once per forward, from the data
+      preprocessor's mean/std, and that image goes to every module that takes ImageNet input
+      (those with ``set_input_normalization``: the timm backbone and the necks), unless their
+      configs set ``input_mean``/``input_std`` themselves. Other backbones (e.g. MMSeg's
+      ResNet) receive the preprocessor's output unchanged.
 
     Args:
         *args: As for ``EncoderDecoder``.
@@ -33,25 +39,40 @@ class AnyUpEncoderDecoder(EncoderDecoder):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._share_input_normalization()
+        self.input_norm: ToImageNetNorm | None = self._imagenet_conversion()
+        if self.input_norm is not None:
+            for module in (self.backbone, getattr(self, 'neck', None)):
+                if self._takes_imagenet_input(module):
+                    module.set_input_normalization(IMAGENET_MEAN_255, IMAGENET_STD_255)
 
     def extract_feat(self, inputs: Tensor) -> list[Tensor]:
         """Backbone maps of (B, 3, H, W) ``inputs``, through the neck with the image."""
-        x = self.backbone(inputs)
+        image = inputs if self.input_norm is None else self.input_norm(inputs)
+        x = self.backbone(image if self._takes_imagenet_input(self.backbone) else inputs)
         if self.with_neck:
-            x = self.neck(x, inputs) if getattr(self.neck, 'takes_image', False) else self.neck(x)
+            if getattr(self.neck, 'takes_image', False):
+                x = self.neck(x, image if self._takes_imagenet_input(self.neck) else inputs)
+            else:
+                x = self.neck(x)
         return x
 
-    def _share_input_normalization(self) -> None:
+    def _takes_imagenet_input(self, module: nn.Module | None) -> bool:
+        """Whether ``module`` gets the ImageNet-normalised image this segmentor computes."""
+        return (
+            self.input_norm is not None
+            and hasattr(module, 'set_input_normalization')
+            and not getattr(module, 'norm_from_config', False)
+        )
+
+    def _imagenet_conversion(self) -> ToImageNetNorm | None:
+        """The conversion from the data preprocessor's normalisation to ImageNet's.
+
+        ``None`` for a preprocessor of unknown kind: the modules then keep their own settings.
+        """
         preprocessor = self.data_preprocessor
-        if getattr(preprocessor, '_enable_normalize', False):
-            mean = preprocessor.mean.flatten().tolist()
-            std = preprocessor.std.flatten().tolist()
-        elif hasattr(preprocessor, '_enable_normalize'):
-            mean, std = [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
-        else:
-            return  # unknown preprocessor: keep the modules' own settings
-        if not getattr(preprocessor, '_channel_conversion', True):
+        if not isinstance(preprocessor, SegDataPreProcessor):
+            return None
+        if not preprocessor.channel_conversion:
             print_log(
                 'AnyUpEncoderDecoder: the data preprocessor does not convert BGR to RGB; the '
                 'backbone and AnyUp expect RGB input (set data_preprocessor.bgr_to_rgb=True '
@@ -59,10 +80,9 @@ class AnyUpEncoderDecoder(EncoderDecoder):
                 logger='current',
                 level=logging.WARNING,
             )
-        for name in ('backbone', 'neck'):
-            module = getattr(self, name, None)
-            if module is None or not hasattr(module, 'set_input_normalization'):
-                continue
-            if getattr(module, 'norm_from_config', False):
-                continue
-            module.set_input_normalization(mean, std)
+        # SegDataPreProcessor registers mean/std buffers only when it normalises.
+        if isinstance(getattr(preprocessor, 'mean', None), Tensor):
+            return ToImageNetNorm(
+                preprocessor.mean.flatten().tolist(), preprocessor.std.flatten().tolist()
+            )
+        return ToImageNetNorm([0.0, 0.0, 0.0], [1.0, 1.0, 1.0])

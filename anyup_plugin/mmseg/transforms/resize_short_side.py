@@ -7,7 +7,9 @@ from mmcv.transforms import BaseTransform
 from mmseg.registry import TRANSFORMS
 from PIL import Image
 
-__all__ = ['ResizeShortSide', 'short_side_size']
+from anyup_plugin.utils.geometry import short_side_size
+
+__all__ = ['ResizeShortSide']
 
 _FILTERS = {
     'nearest': Image.NEAREST,
@@ -15,17 +17,6 @@ _FILTERS = {
     'bicubic': Image.BICUBIC,
     'lanczos': Image.LANCZOS,
 }
-
-
-def short_side_size(height: int, width: int, size: int) -> tuple[int, int]:
-    """Returns the (height, width) after resizing the shorter side to ``size``.
-
-    The longer side becomes ``int(size * long / short)`` (truncated), as torchvision's
-    ``Resize(size)`` computes it; a square image becomes ``size x size``.
-    """
-    if width <= height:
-        return int(size * height / width), size
-    return size, int(size * width / height)
 
 
 def pil_resize(array: np.ndarray, height: int, width: int, resample: int) -> np.ndarray:

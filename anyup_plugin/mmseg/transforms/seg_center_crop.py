@@ -6,6 +6,8 @@ import numpy as np
 from mmcv.transforms import BaseTransform
 from mmseg.registry import TRANSFORMS
 
+from anyup_plugin.utils.geometry import center_crop_offsets
+
 from .resize_short_side import _seg_keys
 
 __all__ = ['SegCenterCrop']
@@ -69,8 +71,7 @@ class SegCenterCrop(BaseTransform):
             widths += [(0, 0)] * (array.ndim - 2)
             array = np.pad(array, widths, constant_values=fill)
             height, width = array.shape[:2]
-        top = int(round((height - crop_h) / 2.0))
-        left = int(round((width - crop_w) / 2.0))
+        top, left = center_crop_offsets(height, width, crop_h, crop_w)
         return np.ascontiguousarray(array[top : top + crop_h, left : left + crop_w])
 
     def __repr__(self) -> str:
