@@ -101,10 +101,11 @@ def main(argv: list[str] | None = None) -> int:
         '\n[demo] validation after each epoch (MMSeg mIoU: the mean over every class that occurs '
         'in the labels or in the predictions, so stray predictions of absent classes count as 0):'
     )
-    print('  epoch    mIoU    aAcc')
+    print('  epoch    mIoU  mIoU (present classes)    aAcc')
     for epoch, metrics in recorder.history:
         miou, aacc = metrics.get('mIoU', math.nan), metrics.get('aAcc', math.nan)
-        print(f'  {epoch:5d}  {miou:6.2f}  {aacc:6.2f}')
+        present = metrics.get('mIoU_present', math.nan)
+        print(f'  {epoch:5d}  {miou:6.2f}  {present:22.2f}  {aacc:6.2f}')
     final = recorder.history[-1][1]
     if not args.data_root:
         present = ', '.join(DEMO_CLASSES.values())

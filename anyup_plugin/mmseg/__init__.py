@@ -1,7 +1,7 @@
 """MMSegmentation integration of AnyUp.
 
-Importing this package registers its backbone, necks, segmentor, decode head, datasets and
-transforms in MMSegmentation's registries. Configs load it with::
+Importing this package registers its backbone, necks, segmentor, decode head, metric, datasets
+and transforms in MMSegmentation's registries. Configs load it with::
 
     custom_imports = dict(imports=['anyup_plugin.mmseg'], allow_failed_imports=False)
     default_scope = 'mmseg'
@@ -16,6 +16,7 @@ from .datasets import (
     VOC2012Dataset,
 )
 from .decode_heads import LinearProbeHead
+from .evaluation import PresentClassIoUMetric
 from .necks import AnyUpNeck, BilinearNeck, ImageGuidedNeck
 from .segmentors import AnyUpEncoderDecoder
 from .transforms import ResizeShortSide, SegCenterCrop
@@ -31,6 +32,7 @@ __all__ = [
     'FrozenTimmBackbone',
     'ImageGuidedNeck',
     'LinearProbeHead',
+    'PresentClassIoUMetric',
     'ResizeShortSide',
     'SegCenterCrop',
     'VOC2012Dataset',
