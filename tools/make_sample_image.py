@@ -35,7 +35,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f'--size must be at least {MIN_SIZE}, got {args.size}')
     image, _ = make_scene(np.random.default_rng(args.seed), args.size, args.size)
     with atomic_write(args.output, suffix='.png') as tmp:
-        Image.fromarray(image).save(tmp, format='PNG', optimize=True)
+        # A 256-colour palette keeps the packaged file small (the scene's texture noise does
+        # not compress as RGB); readers convert it to RGB.
+        palette = Image.fromarray(image).quantize(256, dither=Image.Dither.NONE)
+        palette.save(tmp, format='PNG', optimize=True)
     print(f'wrote {args.output} ({args.size}x{args.size}, {args.output.stat().st_size} B)')
     return 0
 

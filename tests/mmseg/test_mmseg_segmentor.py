@@ -64,6 +64,21 @@ def test_loss_and_predict_with_full_resolution_features():
     assert tuple(preds[0].pred_sem_seg.data.shape) == (1, 28, 28)
 
 
+def _record_inputs(model):
+    """Records the image the backbone and the neck receive (hooks return None: no change)."""
+    seen = {}
+
+    def record(name, position):
+        def hook(module, args):
+            seen[name] = args[position]
+
+        return hook
+
+    model.backbone.register_forward_pre_hook(record('backbone', 0))
+    model.neck.register_forward_pre_hook(record('neck', 1))
+    return seen
+
+
 def test_input_is_converted_to_imagenet_once_from_the_preprocessor_statistics():
     mean, std = [100.0, 110.0, 120.0], [50.0, 60.0, 70.0]
     model = MODELS.build(_model_cfg(mean=mean, std=std))
@@ -71,9 +86,7 @@ def test_input_is_converted_to_imagenet_once_from_the_preprocessor_statistics():
     assert model.input_norm.source_std == pytest.approx(tuple(std))
     # the segmentor converts; backbone and neck take the converted image as it is
     assert model.backbone.input_norm.identity and model.neck.input_norm.identity
-    seen = {}
-    model.backbone.register_forward_pre_hook(lambda m, args: seen.setdefault('backbone', args[0]))
-    model.neck.register_forward_pre_hook(lambda m, args: seen.setdefault('neck', args[1]))
+    seen = _record_inputs(model)
     inputs, _ = _batch(n=1)
     model.extract_feat(inputs)
     assert seen['backbone'] is seen['neck']
@@ -89,8 +102,7 @@ def test_module_statistics_from_its_config_win():
     neck = dict(type='AnyUpNeck', input_mean=mean, input_std=std)
     model = MODELS.build(_model_cfg(neck=neck, mean=mean, std=std))
     assert not model.neck.input_norm.identity and model.backbone.input_norm.identity
-    seen = {}
-    model.neck.register_forward_pre_hook(lambda m, args: seen.setdefault('neck', args[1]))
+    seen = _record_inputs(model)
     inputs, _ = _batch(n=1)
     model.extract_feat(inputs)
     assert seen['neck'] is inputs  # the neck converts from its own statistics

@@ -12,7 +12,7 @@ from anyup_plugin.utils.geometry import center_crop_offsets, short_side_size
 @pytest.mark.parametrize(
     ('height', 'width', 'size', 'expected'),
     [(60, 90, 30, (30, 45)), (90, 60, 30, (45, 30)), (448, 448, 224, (224, 224)),
-     (375, 500, 448, (448, 597)), (97, 1001, 448, (448, 4622))],
+     (375, 500, 448, (448, 597)), (97, 1001, 448, (448, 4623))],
 )  # fmt: skip
 def test_short_side_size_truncates_the_long_side(height, width, size, expected):
     assert short_side_size(height, width, size) == expected
