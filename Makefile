@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.setup-done
 MAX_JOBS ?= 2
 
-.PHONY: setup test demo lint lint-check benchmark clean-venv
+.PHONY: setup setup-detectron2 test demo lint lint-check benchmark clean-venv
 
 setup: $(STAMP)
 
@@ -22,6 +22,22 @@ $(STAMP): requirements/build.txt requirements/torch.txt requirements/mmcv.txt se
 	$(PIP) install -q --no-build-isolation -e ".[mmseg,dev]" -c requirements/torch.txt
 	$(PY) -c "import torch, torchvision, mmcv.ops, mmseg.models, timm, anyup_plugin; print('environment ready: torch', torch.__version__, 'mmcv', mmcv.__version__, 'timm', timm.__version__)"
 	@touch $(STAMP)
+
+# Detectron2 is not on PyPI: install it from $(DETECTRON2_WHEEL) (default: the prebuilt wheel in
+# ../shared/wheels, if any), else from its upstream source. Does nothing once it imports.
+DETECTRON2_WHEEL ?= $(firstword $(wildcard ../shared/wheels/detectron2-*.whl))
+DETECTRON2_SOURCE := git+https://github.com/facebookresearch/detectron2.git
+
+setup-detectron2: setup
+	@if $(PY) -c "import detectron2" 2>/dev/null; then \
+		echo "detectron2 already installed"; \
+	elif [ -n "$(DETECTRON2_WHEEL)" ]; then \
+		$(PIP) install -q "$(DETECTRON2_WHEEL)" -c requirements/torch.txt; \
+	else \
+		MAX_JOBS=$(MAX_JOBS) $(PIP) install -q --no-build-isolation "$(DETECTRON2_SOURCE)" \
+			-c requirements/torch.txt; \
+	fi
+	$(PY) -c "import detectron2; print('detectron2', detectron2.__version__)"
 
 # Lint and format checks first (config in pyproject.toml), then the test suite.
 test: setup lint-check

@@ -13,27 +13,46 @@ def add_anyup_config(cfg: CfgNode) -> CfgNode:
     Call it on ``get_cfg()`` before ``merge_from_file`` (as Detectron2 projects do with their
     own ``add_*_config``). Keys added:
 
-    * ``MODEL.TIMM.NAME``: timm model name of the frozen encoder.
-    * ``MODEL.TIMM.LAYERS``: feature layers (negative counts from the end); the backbone
-      outputs ``feat0``, ``feat1``, ... in this order.
-    * ``MODEL.TIMM.APPLY_NORM``: apply the model's final norm to those features.
-    * ``MODEL.TIMM.CHECKPOINT``: local encoder weights ("" keeps timm's initialisation
-      unless ``MODEL.TIMM.PRETRAINED``).
-    * ``MODEL.TIMM.PRETRAINED``: let timm download its pretrained weights.
-    * ``MODEL.TIMM.KWARGS``: extra ``timm.create_model`` arguments, as a list of
-      ``[key, value]`` pairs (e.g. ``[["depth", 2]]``).
-    * ``MODEL.ANYUP.UPSAMPLER``: ``'anyup'`` or ``'bilinear'`` (the baseline).
-    * ``MODEL.ANYUP.CHECKPOINT``: AnyUp weights, a local path or a published name
-      (``'anyup_multi_backbone'``); "" keeps a random initialisation (with a warning).
-    * ``MODEL.ANYUP.FROZEN``: keep AnyUp frozen (the probe protocol); ``False`` trains it.
-    * ``MODEL.ANYUP.WINDOW_RATIO``: AnyUp's attention window relative to the image.
-    * ``MODEL.ANYUP.OUTPUT_STRIDE``: input pixels per output feature cell (1: full size).
+    ``MODEL.ANYUP`` (the ``build_anyup_backbone`` wrapper, set ``MODEL.BACKBONE.NAME`` to it):
+
+    * ``BOTTOM_UP``: the ``BACKBONE_REGISTRY`` name of the backbone it owns, e.g.
+      ``'build_frozen_timm_backbone'`` (``MODEL.TIMM``) or Detectron2's
+      ``'build_resnet_backbone'`` (``MODEL.RESNETS``).
+    * ``IN_FEATURES``: bottom-up outputs to upsample (``'feat0'``, ... for timm; ``'res2'``
+      ... ``'res5'`` for a ResNet).
+    * ``STRIDES``: output strides, powers of two, each at most the feature's own stride (1:
+      input size, the linear probe; 4 for ``SemSegFPNHead``). Every feature is upsampled to
+      every stride, named ``'<feature>_s<stride>'`` (e.g. ``'feat0_s1'``).
+    * ``UPSAMPLER``: ``'anyup'`` or ``'bilinear'`` (the baseline).
+    * ``CHECKPOINT``: AnyUp weights, a local path or a published name (``'anyup_paper'``,
+      ``'anyup_multi_backbone'``); "" keeps a random initialisation (with a warning).
+    * ``FROZEN``: keep AnyUp frozen (the probe protocol); ``False`` trains it.
+    * ``FREEZE_BOTTOM_UP``: keep the bottom-up backbone frozen (no gradients, eval mode);
+      ``False`` leaves it to its own settings (e.g. ``MODEL.BACKBONE.FREEZE_AT``). A timm
+      backbone is always frozen.
+    * ``WINDOW_RATIO``: AnyUp's attention window relative to the image.
+
+    ``MODEL.TIMM`` (the ``build_frozen_timm_backbone`` bottom-up):
+
+    * ``NAME``: timm model name of the frozen encoder.
+    * ``LAYERS``: feature layers (negative counts from the end); outputs ``feat0``, ``feat1``,
+      ... in this order.
+    * ``APPLY_NORM``: apply the model's final norm to those features.
+    * ``CHECKPOINT``: local encoder weights ("" keeps timm's initialisation unless
+      ``PRETRAINED``).
+    * ``PRETRAINED``: let timm download its pretrained weights.
+    * ``KWARGS``: extra ``timm.create_model`` arguments, ``[key, value]`` pairs (e.g.
+      ``[["depth", 2]]``).
+
+    Data and solver:
+
     * ``INPUT.CENTER_CROP_SIZE``: square centre crop after the short-side resize (0: off).
     * ``SOLVER.OPTIMIZER``: ``'AdamW'`` or ``'SGD'``; ``SOLVER.BETAS`` for AdamW.
     * ``SOLVER.LR_EPOCHS``: steps of ``LR_SCHEDULER_NAME: EpochCosineLR`` (cosine annealing
       held constant within each of these equal parts of ``MAX_ITER``).
-    * ``DATASETS.ADE20K151_ROOT``: folder holding ``images/`` and ``annotations/`` of
-      ADEChallengeData2016 (registered by ``tools/train_net_d2.py``).
+    * ``DATASETS.ADE20K151_ROOT``, ``DATASETS.COCO_STUFF27_ROOT``, ``DATASETS.VOC2012_ROOT``:
+      dataset folders that ``register_datasets_from_cfg`` (and so ``tools/train_net_d2.py``)
+      registers; "" registers nothing.
 
     Args:
         cfg: A Detectron2 config (``detectron2.config.get_cfg()``).
@@ -41,6 +60,16 @@ def add_anyup_config(cfg: CfgNode) -> CfgNode:
     Returns:
         The same config, for chaining.
     """
+    cfg.MODEL.ANYUP = CfgNode()
+    cfg.MODEL.ANYUP.BOTTOM_UP = 'build_frozen_timm_backbone'
+    cfg.MODEL.ANYUP.IN_FEATURES = ['feat0']
+    cfg.MODEL.ANYUP.STRIDES = [1]
+    cfg.MODEL.ANYUP.UPSAMPLER = 'anyup'
+    cfg.MODEL.ANYUP.CHECKPOINT = ''
+    cfg.MODEL.ANYUP.FROZEN = True
+    cfg.MODEL.ANYUP.FREEZE_BOTTOM_UP = True
+    cfg.MODEL.ANYUP.WINDOW_RATIO = 0.1
+
     cfg.MODEL.TIMM = CfgNode()
     cfg.MODEL.TIMM.NAME = 'vit_small_patch14_dinov2.lvd142m'
     cfg.MODEL.TIMM.LAYERS = [-1]
@@ -49,16 +78,11 @@ def add_anyup_config(cfg: CfgNode) -> CfgNode:
     cfg.MODEL.TIMM.PRETRAINED = False
     cfg.MODEL.TIMM.KWARGS = []
 
-    cfg.MODEL.ANYUP = CfgNode()
-    cfg.MODEL.ANYUP.UPSAMPLER = 'anyup'
-    cfg.MODEL.ANYUP.CHECKPOINT = ''
-    cfg.MODEL.ANYUP.FROZEN = True
-    cfg.MODEL.ANYUP.WINDOW_RATIO = 0.1
-    cfg.MODEL.ANYUP.OUTPUT_STRIDE = 1
-
     cfg.INPUT.CENTER_CROP_SIZE = 0
     cfg.SOLVER.OPTIMIZER = 'SGD'
     cfg.SOLVER.BETAS = (0.9, 0.999)
     cfg.SOLVER.LR_EPOCHS = 0
     cfg.DATASETS.ADE20K151_ROOT = ''
+    cfg.DATASETS.COCO_STUFF27_ROOT = ''
+    cfg.DATASETS.VOC2012_ROOT = ''
     return cfg

@@ -14,7 +14,12 @@ from detectron2.data import (
 from detectron2.engine import DefaultTrainer
 from detectron2.evaluation import DatasetEvaluator, SemSegEvaluator
 
-from .data import CroppedGroundTruthLoader, ProbeDatasetMapper, build_probe_augmentations
+from .data import (
+    CroppedGroundTruthLoader,
+    ProbeDatasetMapper,
+    build_probe_augmentations,
+    label_reader_for,
+)
 from .solver import build_probe_lr_scheduler, build_probe_optimizer
 
 __all__ = ['AnyUpSemSegTrainer']
@@ -25,8 +30,9 @@ class AnyUpSemSegTrainer(DefaultTrainer):
 
     * Data: :class:`ProbeDatasetMapper` (short-side resize, centre crop, train flip).
     * Optimiser and schedule: :func:`build_probe_optimizer`, :func:`build_probe_lr_scheduler`.
-    * Evaluation: ``SemSegEvaluator`` on datasets with ``evaluator_type='sem_seg'``, scoring
-      the centre crop when ``INPUT.CENTER_CROP_SIZE`` is set (the labels get the same crop).
+    * Evaluation: ``SemSegEvaluator`` on datasets with ``evaluator_type='sem_seg'``, labels read
+      as training reads them (the dataset's ``label_map``), scoring the centre crop when
+      ``INPUT.CENTER_CROP_SIZE`` is set (the labels get the same crop).
     """
 
     @classmethod
@@ -41,11 +47,11 @@ class AnyUpSemSegTrainer(DefaultTrainer):
             )
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, 'inference')
-        kwargs = {}
-        if cfg.INPUT.CENTER_CROP_SIZE > 0:
-            augs = build_probe_augmentations(cfg, is_train=False)
-            kwargs['sem_seg_loading_fn'] = CroppedGroundTruthLoader(augs)
-        return SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder, **kwargs)
+        augs = build_probe_augmentations(cfg, is_train=False) if cfg.INPUT.CENTER_CROP_SIZE else []
+        loader = CroppedGroundTruthLoader(augs, label_reader_for([dataset_name]))
+        return SemSegEvaluator(
+            dataset_name, distributed=True, output_dir=output_folder, sem_seg_loading_fn=loader
+        )
 
     @classmethod
     def build_train_loader(cls, cfg: CfgNode) -> torch.utils.data.DataLoader:
@@ -55,7 +61,7 @@ class AnyUpSemSegTrainer(DefaultTrainer):
     @classmethod
     def build_test_loader(cls, cfg: CfgNode, dataset_name: str) -> torch.utils.data.DataLoader:
         """Test loader for ``dataset_name`` with the probe's test pipeline (batch 1)."""
-        mapper = ProbeDatasetMapper(cfg, is_train=False)
+        mapper = ProbeDatasetMapper(cfg, is_train=False, dataset_names=[dataset_name])
         return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
 
     @classmethod

@@ -1,9 +1,8 @@
-"""Detectron2 adapter: config keys, backbone (shapes, strides, frozen state, guidance), head."""
+"""Detectron2 adapter: config keys, AnyUp around any backbone, the timm backbone, the head."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,10 +10,12 @@ import torch.nn.functional as F
 
 pytest.importorskip(
     'detectron2',
-    reason='detectron2 is not installed (it is not on PyPI); install it from source with '
-    "`pip install --no-build-isolation 'git+https://github.com/facebookresearch/detectron2.git'`",
+    reason='detectron2 is not installed (it is not on PyPI); install it with '
+    '`make setup-detectron2` (the prebuilt wheel in ../shared/wheels, or upstream source: '
+    "`pip install --no-build-isolation 'git+https://github.com/facebookresearch/detectron2.git'`)",
 )
 
+from d2_tiny import CONFIG_NAMES, CONFIGS, TINY
 from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_backbone, build_model
@@ -22,105 +23,302 @@ from detectron2.modeling import build_backbone, build_model
 from anyup_plugin.constants import IMAGENET_MEAN, IMAGENET_STD
 from anyup_plugin.core.anyup import AnyUp
 from anyup_plugin.detectron2 import (
+    AnyUpBackbone,
     AnyUpSemSegTrainer,
     EpochCosineParamScheduler,
+    FrozenTimmBackbone,
     LinearProbeSemSegHead,
     add_anyup_config,
 )
 
-CONFIGS = Path(__file__).resolve().parents[2] / 'configs' / 'detectron2'
-TINY = 56  # as in conftest.py
+R50 = 'ade20k_r50_anyup_semsegfpn.yaml'
+DINO_FPN = 'ade20k_dinov2_anyup_semsegfpn.yaml'
+
+
+def _rgb_pixels(*size: int) -> torch.Tensor:
+    return torch.randint(0, 256, (1, 3, *size), generator=torch.Generator().manual_seed(0)).float()
+
+
+def _imagenet(rgb: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (rgb / 255 - mean) / std
+
+
+def _network_input(cfg, rgb: torch.Tensor) -> torch.Tensor:
+    """What SemanticSegmentor gives the backbone: pixels in INPUT.FORMAT, normalised."""
+    pixels = rgb.flip(1) if cfg.INPUT.FORMAT == 'BGR' else rgb
+    mean = torch.tensor(cfg.MODEL.PIXEL_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.MODEL.PIXEL_STD).view(1, 3, 1, 1)
+    return (pixels - mean) / std
 
 
 def test_add_anyup_config_defaults_and_yaml_twins():
     cfg = add_anyup_config(get_cfg())
-    assert cfg.MODEL.ANYUP.UPSAMPLER == 'anyup' and cfg.MODEL.ANYUP.FROZEN
-    assert cfg.MODEL.ANYUP.WINDOW_RATIO == 0.1 and cfg.MODEL.ANYUP.OUTPUT_STRIDE == 1
+    anyup = cfg.MODEL.ANYUP
+    assert anyup.BOTTOM_UP == 'build_frozen_timm_backbone' and anyup.UPSAMPLER == 'anyup'
+    assert anyup.IN_FEATURES == ['feat0'] and anyup.STRIDES == [1]
+    assert anyup.FROZEN and anyup.FREEZE_BOTTOM_UP and anyup.WINDOW_RATIO == 0.1
     assert cfg.MODEL.TIMM.LAYERS == [-1] and cfg.MODEL.TIMM.APPLY_NORM
-    assert cfg.MODEL.TIMM.CHECKPOINT == '' and cfg.MODEL.ANYUP.CHECKPOINT == ''
-    merged = {}
-    for upsampler in ('anyup', 'bilinear'):
-        c = add_anyup_config(get_cfg())
-        c.merge_from_file(str(CONFIGS / f'ade20k_dinov2_{upsampler}.yaml'))
-        assert c.MODEL.ANYUP.UPSAMPLER == upsampler
-        assert c.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 151
-        assert c.MODEL.SEM_SEG_HEAD.IGNORE_VALUE == 255
-        assert c.SOLVER.OPTIMIZER == 'AdamW' and c.SOLVER.BASE_LR == 5e-4
-        assert c.SOLVER.WEIGHT_DECAY == 1e-5 and c.SOLVER.IMS_PER_BATCH == 2
-        assert c.INPUT.CENTER_CROP_SIZE == 448 and c.INPUT.FORMAT == 'RGB'
-        c.MODEL.ANYUP.UPSAMPLER = 'x'
-        merged[upsampler] = c.dump()
-    assert merged['anyup'] == merged['bilinear']  # the twins differ in the upsampler only
+    assert cfg.MODEL.TIMM.CHECKPOINT == '' and anyup.CHECKPOINT == ''
+    classes = {'ade20k': 151, 'coco_stuff27': 27, 'voc2012': 21}
+    for dataset, num_classes in classes.items():
+        merged = {}
+        for upsampler in ('anyup', 'bilinear'):
+            c = add_anyup_config(get_cfg())
+            c.merge_from_file(str(CONFIGS / f'{dataset}_dinov2_{upsampler}.yaml'))
+            assert c.MODEL.BACKBONE.NAME == 'build_anyup_backbone'
+            assert c.MODEL.ANYUP.UPSAMPLER == upsampler and c.MODEL.ANYUP.STRIDES == [1]
+            assert c.MODEL.SEM_SEG_HEAD.NAME == 'LinearProbeSemSegHead'
+            assert c.MODEL.SEM_SEG_HEAD.IN_FEATURES == ['feat0_s1']
+            assert c.MODEL.SEM_SEG_HEAD.NUM_CLASSES == num_classes
+            assert c.MODEL.SEM_SEG_HEAD.IGNORE_VALUE == 255
+            assert c.SOLVER.OPTIMIZER == 'AdamW' and c.SOLVER.BASE_LR == 5e-4
+            assert c.SOLVER.WEIGHT_DECAY == 1e-5 and c.SOLVER.IMS_PER_BATCH == 2
+            assert c.SOLVER.LR_EPOCHS == 20 and c.SOLVER.LR_SCHEDULER_NAME == 'EpochCosineLR'
+            assert c.INPUT.CENTER_CROP_SIZE == 448 and c.INPUT.FORMAT == 'RGB'
+            assert all(name.startswith(dataset) for name in (*c.DATASETS.TRAIN, *c.DATASETS.TEST))
+            c.MODEL.ANYUP.UPSAMPLER = 'x'
+            merged[upsampler] = c.dump()
+        assert merged['anyup'] == merged['bilinear']  # the twins differ in the upsampler only
 
 
-def test_backbone_shapes_strides_and_frozen_state(make_cfg):
-    cfg = make_cfg('anyup')
-    backbone = build_backbone(cfg)
-    channels = backbone.encoder.out_channels[0]
-    assert backbone.output_shape() == {'feat0': ShapeSpec(channels=channels, stride=1)}
-    assert backbone.size_divisibility == 0
-    backbone.train()
-    assert not backbone.encoder.training and not backbone.upsampler.training
+@pytest.mark.parametrize('config', CONFIG_NAMES)
+def test_every_config_builds_offline_with_random_weights(config, no_network):
+    cfg = add_anyup_config(get_cfg())
+    cfg.merge_from_file(str(CONFIGS / config))
+    # Full-size models; only the weight files are replaced by random initialisation.
+    cfg.merge_from_list(['MODEL.DEVICE', 'cpu', 'MODEL.TIMM.CHECKPOINT', '',
+                         'MODEL.ANYUP.CHECKPOINT', ''])  # fmt: skip
+    model = build_model(cfg)
+    backbone = model.backbone
+    assert isinstance(backbone, AnyUpBackbone)
+    shapes = backbone.output_shape()
+    assert set(cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES) <= set(shapes)
+    assert {s.stride for s in shapes.values()} == set(cfg.MODEL.ANYUP.STRIDES)
+    assert (backbone.upsampler.method == 'anyup') == isinstance(backbone.upsampler.anyup, AnyUp)
+    if config == R50:
+        assert type(backbone.bottom_up).__name__ == 'ResNet'
+        assert [shapes[f'res{i}_s4'].channels for i in (2, 3, 4, 5)] == [256, 512, 1024, 2048]
+    else:
+        assert isinstance(backbone.bottom_up, FrozenTimmBackbone)
+        assert backbone.bottom_up.size_divisibility == 14
+        assert all(s.channels == 384 for s in shapes.values())  # ViT-S
+    assert backbone.size_divisibility % max(cfg.MODEL.ANYUP.STRIDES) == 0
+
+
+def test_timm_backbone_shapes_and_divisibility(make_cfg):
+    from detectron2.modeling import BACKBONE_REGISTRY
+
+    cfg = make_cfg('anyup', 'MODEL.TIMM.LAYERS', [-2, -1])
+    timm_backbone = BACKBONE_REGISTRY.get('build_frozen_timm_backbone')(cfg, ShapeSpec(channels=3))
+    assert timm_backbone.size_divisibility == 14
+    assert timm_backbone.output_shape() == {
+        'feat0': ShapeSpec(channels=48, stride=14),
+        'feat1': ShapeSpec(channels=48, stride=14),
+    }
+    out = timm_backbone(torch.randn(1, 3, 42, 70))
+    assert {k: tuple(v.shape) for k, v in out.items()} == {
+        'feat0': (1, 48, 3, 5),
+        'feat1': (1, 48, 3, 5),
+    }
+
+
+@pytest.mark.parametrize('upsampler', ['anyup', 'bilinear'])
+@pytest.mark.parametrize('channel_order', ['RGB', 'BGR'])
+def test_stride_1_output_equals_the_upsampler_called_directly(make_cfg, upsampler, channel_order):
+    opts = ['INPUT.FORMAT', channel_order]
+    if channel_order == 'BGR':
+        opts += ['MODEL.PIXEL_MEAN', [103.53, 116.28, 123.675], 'MODEL.PIXEL_STD', [1, 1, 1]]
+    cfg = make_cfg(upsampler, *opts)
+    backbone = build_backbone(cfg).eval()
+    rgb = _rgb_pixels(TINY, TINY + 14)
+    out = backbone(_network_input(cfg, rgb))
+    assert list(out) == ['feat0_s1']
+    image = _imagenet(rgb)  # what AnyUp and the encoder take, computed independently
+    feats = backbone.bottom_up.encoder(image)[0]
+    assert feats.shape[-2:] == (4, 5)
+    if upsampler == 'anyup':
+        with torch.no_grad():
+            expected = backbone.upsampler.anyup(image, feats, output_size=(TINY, TINY + 14))
+    else:
+        assert backbone.upsampler.anyup is None
+        expected = F.interpolate(feats, size=(TINY, TINY + 14), mode='bilinear')
+    torch.testing.assert_close(out['feat0_s1'], expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ('config', 'opts', 'size'),
+    [
+        ('anyup', ['MODEL.TIMM.LAYERS', [-2, -1], 'MODEL.ANYUP.IN_FEATURES', ['feat0', 'feat1'],
+                   'MODEL.ANYUP.STRIDES', [1, 2, 4, 8]], (50, 62)),
+        (R50, ['MODEL.ANYUP.STRIDES', [1, 2, 4]], (45, 61)),
+        (DINO_FPN, [], (TINY, TINY)),
+    ],
+)  # fmt: skip
+def test_output_shape_matches_forward_at_every_stride(make_cfg, config, opts, size):
+    cfg = make_cfg(config, *opts)
+    backbone = build_backbone(cfg).eval()
+    shapes = backbone.output_shape()
+    expected_names = [
+        f'{f}_s{s}' for f in cfg.MODEL.ANYUP.IN_FEATURES for s in cfg.MODEL.ANYUP.STRIDES
+    ]
+    assert list(shapes) == expected_names
+    bottom_up = backbone.bottom_up.output_shape()
+    out = backbone(torch.randn(2, 3, *size))
+    assert list(out) == expected_names
+    for name, spec in shapes.items():
+        assert spec.channels == bottom_up[name.rsplit('_s', 1)[0]].channels
+        assert tuple(out[name].shape) == (
+            2,
+            spec.channels,
+            math.ceil(size[0] / spec.stride),
+            math.ceil(size[1] / spec.stride),
+        )
+    # Padded as the meta-architecture pads, every output covers exactly H / s x W / s.
+    div = backbone.size_divisibility
+    padded = [math.ceil(v / div) * div for v in size]
+    out = backbone(torch.randn(1, 3, *padded))
+    for name, spec in shapes.items():
+        assert [v * spec.stride for v in out[name].shape[-2:]] == padded
+
+
+def test_wrapper_calls_the_upsampler_once_for_all_maps_and_strides(make_cfg):
+    cfg = make_cfg(DINO_FPN, 'MODEL.ANYUP.STRIDES', [2, 4])
+    backbone = build_backbone(cfg).eval()
+    calls = []
+    original = backbone.upsampler.forward
+
+    def spy(image, features, output_size):
+        calls.append((len(features), list(output_size)))
+        return original(image, features, output_size)
+
+    backbone.upsampler.forward = spy
+    backbone(torch.randn(1, 3, TINY, TINY))
+    assert calls == [(8, [(28, 28), (14, 14)] * 4)]
+
+
+def _bn_cfg(make_cfg, *opts):
+    """The ResNet config with BatchNorm that Detectron2 itself does not freeze."""
+    return make_cfg(
+        R50, 'MODEL.RESNETS.NORM', 'BN', 'MODEL.BACKBONE.FREEZE_AT', 0,
+        'MODEL.SEM_SEG_HEAD.NUM_CLASSES', 5, *opts
+    )  # fmt: skip
+
+
+def _train_step(model):
+    images = torch.randint(0, 256, (2, 3, TINY, TINY), generator=torch.Generator().manual_seed(1))
+    batch = [{'image': im.float(), 'sem_seg': torch.randint(0, 5, (TINY, TINY))} for im in images]
+    losses = model(batch)
+    sum(losses.values()).backward()
+
+
+@pytest.mark.parametrize('config', ['anyup', R50])
+def test_frozen_anyup_and_bottom_up_get_no_gradients_and_stay_in_eval(make_cfg, config):
+    cfg = _bn_cfg(make_cfg) if config == R50 else make_cfg(config)
+    model = build_model(cfg).train()
+    backbone = model.backbone
+    assert backbone.training and model.sem_seg_head.training
+    frozen = [backbone.bottom_up, backbone.upsampler.anyup]
+    assert not any(m.training for part in frozen for m in part.modules())
     assert not any(p.requires_grad for p in backbone.parameters())
-    for size in ((TINY, TINY), (50, 62)):
-        out = backbone(torch.randn(2, 3, *size))
-        assert list(out) == ['feat0']
-        assert out['feat0'].shape == (2, channels, *size)
-        assert not out['feat0'].requires_grad
+    bn_stats = {k: v.clone() for k, v in backbone.state_dict().items() if 'running' in k}
+    assert bn_stats or config != R50
+    _train_step(model)
+    assert all(p.grad is None for p in backbone.parameters())
+    assert all(p.grad is not None for p in model.sem_seg_head.parameters())
+    for key, value in backbone.state_dict().items():
+        if key in bn_stats:
+            torch.testing.assert_close(value, bn_stats[key])  # eval-mode BN: stats unchanged
+    model.train()  # again, after training started
+    assert not any(m.training for part in frozen for m in part.modules())
 
-    cfg = make_cfg('anyup', 'MODEL.ANYUP.OUTPUT_STRIDE', 4, 'MODEL.TIMM.LAYERS', [-2, -1])
-    backbone = build_backbone(cfg)
-    assert {k: v.stride for k, v in backbone.output_shape().items()} == {'feat0': 4, 'feat1': 4}
-    out = backbone(torch.randn(1, 3, 50, 62))
-    assert out['feat1'].shape[-2:] == (math.ceil(50 / 4), math.ceil(62 / 4))
+
+def test_unfrozen_anyup_trains_bottom_up_stays_frozen(make_cfg):
+    model = build_model(make_cfg('anyup', 'MODEL.ANYUP.FROZEN', False)).train()
+    anyup = model.backbone.upsampler.anyup
+    assert anyup.training and not model.backbone.bottom_up.training
+    used = [
+        p for n, p in anyup.named_parameters() if not n.startswith(AnyUp.UNUSED_PARAMETER_PREFIXES)
+    ]
+    assert used and all(p.requires_grad for p in used)
+    _train_step(model)
+    assert all(p.grad is not None for p in used)
+    assert all(p.grad is None for p in model.backbone.bottom_up.parameters())
 
 
-def test_trainable_anyup_gets_gradients_encoder_stays_frozen(make_cfg):
-    backbone = build_backbone(make_cfg('anyup', 'MODEL.ANYUP.FROZEN', False)).train()
-    assert backbone.upsampler.training and not backbone.encoder.training
-    assert not any(p.requires_grad for p in backbone.encoder.parameters())
-    trainable = [p for p in backbone.upsampler.parameters() if p.requires_grad]
-    assert trainable
-    backbone(torch.randn(1, 3, TINY, TINY))['feat0'].square().mean().backward()
-    assert all(p.grad is not None for p in trainable)
+def test_unfrozen_bottom_up_gets_gradients_through_frozen_anyup(make_cfg):
+    model = build_model(_bn_cfg(make_cfg, 'MODEL.ANYUP.FREEZE_BOTTOM_UP', False)).train()
+    backbone = model.backbone
+    assert backbone.bottom_up.training and not backbone.upsampler.anyup.training
+    _train_step(model)
+    assert all(p.grad is None for p in backbone.upsampler.parameters())
+    grads = [p.grad for p in backbone.bottom_up.parameters() if p.requires_grad]
+    assert grads and all(g is not None for g in grads)
 
 
 @pytest.mark.parametrize('upsampler', ['anyup', 'bilinear'])
 def test_image_guides_the_upsampler(make_cfg, upsampler):
     backbone = build_backbone(make_cfg(upsampler)).eval()
-    feats = torch.randn(1, backbone.encoder.out_channels[0], 4, 4)
-    backbone.encoder.forward = lambda image: [feats]  # same features, different images
+    feats = torch.randn(1, 48, 4, 4)
+    backbone.bottom_up.forward = lambda x: {'feat0': feats}  # same features, different images
     images = torch.randn(2, 1, 3, TINY, TINY)
-    out_a, out_b = (backbone(x)['feat0'] for x in images)
+    out_a, out_b = (backbone(x)['feat0_s1'] for x in images)
     if upsampler == 'anyup':
-        assert isinstance(backbone.upsampler, AnyUp)
         assert not torch.allclose(out_a, out_b)
     else:
-        assert backbone.upsampler is None
         torch.testing.assert_close(out_a, out_b)
-        torch.testing.assert_close(
-            out_a, F.interpolate(feats, size=(TINY, TINY), mode='bilinear', align_corners=False)
-        )
-
-
-def test_input_format_must_be_a_colour_order(make_cfg):
-    with pytest.raises(ValueError, match='INPUT.FORMAT'):
-        build_backbone(make_cfg('anyup', 'INPUT.FORMAT', 'YUV-BT.601'))
 
 
 def test_model_receives_pixels_in_input_format(make_cfg):
     model = build_model(make_cfg('anyup', 'INPUT.FORMAT', 'BGR')).eval()
+    encoder = model.backbone.bottom_up.encoder
     seen = []
-    model.backbone.encoder.forward = lambda image: (
-        seen.append(image) or [torch.zeros(1, model.backbone.encoder.out_channels[0], 4, 4)]
-    )
-    rgb = torch.randint(0, 256, (3, TINY, TINY)).float()
+    encoder.forward = lambda image: seen.append(image) or [torch.zeros(1, 48, 4, 4)]
+    rgb = _rgb_pixels(TINY, TINY)[0]
     with torch.no_grad():
         out = model([{'image': rgb.flip(0)}])  # a BGR image
     assert out[0]['sem_seg'].shape == (151, TINY, TINY)
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    torch.testing.assert_close(seen[0][0], (rgb / 255 - mean) / std, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(seen[0], _imagenet(rgb[None]), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ('opts', 'error', 'words'),
+    [
+        (['MODEL.ANYUP.BOTTOM_UP', 'build_nope'], ValueError,
+         ['MODEL.ANYUP.BOTTOM_UP', 'build_resnet_backbone', 'build_frozen_timm_backbone']),
+        (['MODEL.ANYUP.BOTTOM_UP', 'build_anyup_backbone'], ValueError,
+         ['MODEL.ANYUP.BOTTOM_UP', 'build_resnet_backbone']),
+        (['MODEL.TIMM.NAME', 'vit_smal_patch14_dinov2'], ValueError,
+         ['MODEL.TIMM', 'not a timm model', 'vit_small_patch14_dinov2']),
+        (['MODEL.ANYUP.UPSAMPLER', 'nearest'], ValueError,
+         ['MODEL.ANYUP.UPSAMPLER', "'anyup', 'bilinear'"]),
+        (['MODEL.ANYUP.STRIDES', [3]], ValueError,
+         ['MODEL.ANYUP.STRIDES', 'powers of two', '[1, 2, 4, 8]']),
+        (['MODEL.ANYUP.STRIDES', [16]], ValueError,
+         ['MODEL.ANYUP.STRIDES', 'coarser', '[1, 2, 4, 8]']),
+        (['MODEL.ANYUP.STRIDES', []], ValueError, ['MODEL.ANYUP.STRIDES']),
+        (['MODEL.ANYUP.IN_FEATURES', ['res5']], ValueError,
+         ['MODEL.ANYUP.IN_FEATURES', "['res5']", "['feat0']"]),
+        (['INPUT.FORMAT', 'YUV-BT.601'], ValueError, ['INPUT.FORMAT', "('RGB', 'BGR')"]),
+        (['MODEL.ANYUP.CHECKPOINT', '/nonexistent/anyup.pth'], FileNotFoundError,
+         ['MODEL.ANYUP.CHECKPOINT', 'anyup_paper']),
+        (['MODEL.SEM_SEG_HEAD.IN_FEATURES', ['feat0']], ValueError,
+         ['MODEL.SEM_SEG_HEAD.IN_FEATURES', 'feat0_s1']),
+    ],
+)  # fmt: skip
+def test_bad_config_fails_at_build_naming_key_and_allowed_values(make_cfg, opts, error, words):
+    with pytest.raises(error) as info:
+        build_model(make_cfg('anyup', *opts))
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
+
+
+def test_resnet_feature_not_produced_names_the_outputs(make_cfg):
+    with pytest.raises(ValueError) as info:
+        build_model(make_cfg(R50, 'MODEL.RESNETS.OUT_FEATURES', ['res4', 'res5']))
+    message = str(info.value)
+    assert 'MODEL.ANYUP.IN_FEATURES' in message and "['res4', 'res5']" in message
 
 
 def test_linear_probe_head_loss_ignores_255():
@@ -162,9 +360,10 @@ def test_epoch_cosine_matches_cosine_annealing_stepped_per_epoch():
         torch_sched.step()
 
 
-def test_optimiser_trains_only_the_probe(make_cfg):
-    model = build_model(make_cfg('anyup'))
-    optimizer = AnyUpSemSegTrainer.build_optimizer(make_cfg('anyup'), model)
+def test_optimiser_trains_only_the_head(make_cfg):
+    cfg = make_cfg('anyup')
+    model = build_model(cfg)
+    optimizer = AnyUpSemSegTrainer.build_optimizer(cfg, model)
     assert isinstance(optimizer, torch.optim.AdamW)
     group_params = [p for group in optimizer.param_groups for p in group['params']]
     probe = model.sem_seg_head.predictor
@@ -173,3 +372,8 @@ def test_optimiser_trains_only_the_probe(make_cfg):
         g['weight_decay'] == 1e-5 and g['betas'] == (0.9, 0.999) for g in optimizer.param_groups
     )
     assert all(g['lr'] == 5e-4 for g in optimizer.param_groups)
+    fpn_cfg = make_cfg(R50)
+    fpn = build_model(fpn_cfg)
+    params = {id(p) for g in AnyUpSemSegTrainer.build_optimizer(fpn_cfg, fpn).param_groups
+              for p in g['params']}  # fmt: skip
+    assert params == {id(p) for p in fpn.sem_seg_head.parameters()}
