@@ -7,10 +7,15 @@ size), weights are random (speed does not depend on them).
 
     python tools/benchmark.py                       # 224, 448, 896, 1024 on the CPU
     python tools/benchmark.py --sizes 448 --methods anyup --breakdown
+    python tools/benchmark.py --sizes 448 --methods multi_map --maps 4
     python tools/benchmark.py --device cuda --markdown
 
-Also prints the arithmetic floor of AnyUp at each size (the multiply-adds of its matrix
-products and convolutions) against this machine's measured matrix-multiply rate.
+Also prints the arithmetic floor of AnyUp at each size: the multiply-adds of its
+convolutions, projections and windowed-attention products (``AnyUp.multiply_adds``, from the
+model's own sizes) at this machine's float32 matrix-multiply rate, measured in the same run.
+``--breakdown`` times the model's own stages (``AnyUp.upsample_maps`` with a timing stage
+runner), each against its floor, with the peak and added resident memory of each stage.
+``multi_map`` times one call with ``--maps`` maps against that many single calls.
 """
 
 from __future__ import annotations
@@ -25,43 +30,25 @@ import subprocess
 import sys
 import time
 
-METHODS = ('anyup', 'bilinear', 'dense_reference')
+METHODS = ('anyup', 'bilinear', 'dense_reference', 'multi_map')
+DEFAULT_METHODS = ('anyup', 'bilinear', 'dense_reference')
 
 
 def _features_size(size: int) -> int:
     return max(1, round(size / 14))
 
 
-def anyup_gflop(size: int, channels: int, d: int = 128, window_ratio: float = 0.1) -> float:
-    """Multiply-add count (as 2 FLOP) of AnyUp's products at a square output = image size."""
-    from anyup_plugin.core.window_attention import window_groups
+def stage_multiply_adds(size: int, channels: int) -> dict[str, int]:
+    """Multiply-adds per stage of AnyUp (published sizes) at a square output = image size."""
+    from anyup_plugin import AnyUp
 
-    pixels = size * size
     h = _features_size(size)
-    encoders = pixels * (3 * d + 4 * d * d) + 2 * pixels * 5 * d * d  # image, query, key
-    conv3x3 = pixels * 9 * d * d
-    q_proj = pixels * d * d
-    rows = window_groups(size, h, window_ratio)
-    cols = window_groups(size, h, window_ratio)
-    keys_per_query = (
-        sum(
-            (qe - qs) * (ke - ks)
-            for qs, qe, ks, ke in zip(
-                rows.query_start, rows.query_end, rows.key_start, rows.key_end
-            )
-        )
-        / size
-        * sum(
-            (qe - qs) * (ke - ks)
-            for qs, qe, ks, ke in zip(
-                cols.query_start, cols.query_end, cols.key_start, cols.key_end
-            )
-        )
-        / size
-    )
-    attention = pixels * keys_per_query * (d + channels)
-    lfu = h * h * channels * d * 25
-    return 2 * (encoders + conv3x3 + q_proj + attention + lfu) / 1e9
+    return AnyUp().multiply_adds((size, size), [(channels, h, h)], [(size, size)])
+
+
+def anyup_gflop(size: int, channels: int) -> float:
+    """Multiply-adds (as 2 FLOP each) of one AnyUp forward at a square output = image size."""
+    return 2 * sum(stage_multiply_adds(size, channels).values()) / 1e9
 
 
 def matmul_gflops(threads: int | None = None) -> float:
@@ -80,20 +67,38 @@ def matmul_gflops(threads: int | None = None) -> float:
     return 2 * 2048**3 / min(times) / 1e9
 
 
+def _rss_mb(field: str = 'VmRSS') -> float | None:
+    """A memory field of ``/proc/self/status`` in MiB (VmRSS now, VmHWM peak); None off Linux."""
+    try:
+        with open('/proc/self/status') as status:
+            for line in status:
+                if line.startswith(field + ':'):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def _peak_rss_mb() -> float:
     """This process's peak resident memory in MiB.
 
     On Linux from ``VmHWM``: ``getrusage``'s ``ru_maxrss`` survives ``exec`` and would report
     the parent's resident memory at ``fork`` time (the whole benchmark driver, torch included).
     """
-    try:
-        with open('/proc/self/status') as status:
-            for line in status:
-                if line.startswith('VmHWM:'):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
+    peak = _rss_mb('VmHWM')
+    if peak is not None:
+        return peak
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _reset_peak_rss() -> bool:
+    """Resets this process's ``VmHWM`` to its current RSS (Linux); False where it cannot."""
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+        return True
+    except OSError:
+        return False
 
 
 def _worker(args: argparse.Namespace) -> None:
@@ -101,6 +106,7 @@ def _worker(args: argparse.Namespace) -> None:
     import torch.nn.functional as F
 
     from anyup_plugin import AnyUp
+    from anyup_plugin.core.reference import reference_upsample
 
     device = torch.device(args.device)
     size, channels = args.size, args.channels
@@ -108,12 +114,15 @@ def _worker(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     image = torch.randn(1, 3, size, size, device=device)
     features = torch.randn(1, channels, h, h, device=device)
+    maps = [torch.randn_like(features) for _ in range(args.maps)]
     model = AnyUp().to(device).eval()
 
     if args.method == 'anyup':
         run = lambda: model(image, features)  # noqa: E731
     elif args.method == 'dense_reference':
-        run = lambda: model.reference_forward(image, features)  # noqa: E731
+        run = lambda: reference_upsample(model, image, features)  # noqa: E731
+    elif args.method == 'multi_map':
+        run = lambda: model(image, maps)  # noqa: E731
     else:
         run = lambda: F.interpolate(  # noqa: E731
             features, size=(size, size), mode='bilinear', align_corners=False
@@ -123,89 +132,78 @@ def _worker(args: argparse.Namespace) -> None:
         if device.type == 'cuda':
             torch.cuda.synchronize()
 
-    base_rss = _peak_rss_mb()
-    if device.type == 'cuda':
-        torch.cuda.reset_peak_memory_stats()
-        base_cuda = torch.cuda.memory_allocated() / 2**20
-    times = []
-    stages: dict[str, float] = {}
-    with torch.no_grad():
+    def median_time(fn) -> float:
+        times = []
         for i in range(args.repeats + 1):
             sync()
             start = time.perf_counter()
-            out = run()
+            out = fn()
             sync()
             if i:
                 times.append(time.perf_counter() - start)
             del out
-        # Peaks of the forward passes themselves: the stage-by-stage run below keeps every
-        # stage's output alive at once.
+        return statistics.median(times)
+
+    base_rss = _peak_rss_mb()
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats()
+        base_cuda = torch.cuda.memory_allocated() / 2**20
+    with torch.no_grad():
         result = {
             'method': args.method,
             'size': size,
             'features': h,
             'channels': channels,
-            'median_s': statistics.median(times),
+            'median_s': median_time(run),
+            # Peaks of the timed forwards themselves, before any breakdown run below.
             'peak_rss_mb': _peak_rss_mb(),
             'rss_before_forward_mb': base_rss,
         }
         if device.type == 'cuda':
             result['peak_cuda_mb'] = torch.cuda.max_memory_allocated() / 2**20
             result['cuda_before_forward_mb'] = base_cuda
+        if args.method == 'multi_map':
+            result['maps'] = args.maps
+            result['single_calls_s'] = median_time(lambda: [model(image, f) for f in maps])
+            result['multi_map_ratio'] = result['median_s'] / result['single_calls_s']
+        result['stages'] = {}
         if args.breakdown and args.method == 'anyup':
-            stages = _stage_times(model, image, features, sync)
-    result['stages'] = stages
+            result['stages'] = _stage_profile(model, image, features, sync, device)
     print(json.dumps(result))
 
 
-def _stage_times(model, image, features, sync) -> dict[str, float]:
-    """Seconds per stage of one AnyUp forward, run stage by stage."""
+def _stage_profile(model, image, features, sync, device) -> dict[str, dict[str, float]]:
+    """Seconds, peak and added memory (MiB) of every stage of one forward, as the model runs it.
+
+    Peak memory is CPU resident memory (``VmHWM`` reset before each stage) or CUDA allocated
+    memory; ``added`` is the peak minus the memory in use when the stage started.
+    """
     import torch
-    import torch.nn.functional as F
 
-    from anyup_plugin.core.fused_encoder import fused_encoder_forward
-    from anyup_plugin.core.window_attention import windowed_attention
+    stages: dict[str, dict[str, float]] = {}
+    cuda = device.type == 'cuda'
 
-    size = image.shape[-2:]
-    stages = {}
-
-    def timed(name, fn):
+    def timed(name, fn, *args):
         sync()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated() / 2**20
+        else:
+            before = _rss_mb() if _reset_peak_rss() else None
         start = time.perf_counter()
-        value = fn()
+        value = fn(*args)
         sync()
-        stages[name] = time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _rss_mb('VmHWM')
+        entry = stages.setdefault(name, {'seconds': 0.0, 'peak_mb': 0.0, 'added_mb': 0.0})
+        entry['seconds'] += seconds
+        if before is not None and peak is not None:
+            entry['peak_mb'] = max(entry['peak_mb'], peak)
+            entry['added_mb'] = max(entry['added_mb'], peak - before)
         return value
 
-    q, k = timed(
-        'image/query/key encoders',
-        lambda: fused_encoder_forward(model, image, tuple(size), tuple(features.shape[-2:])),
-    )
-    lfu = timed(
-        'feature unification + aggregation',
-        lambda: model.aggregation(
-            torch.cat([k, model.key_features_encoder(F.normalize(features, dim=1))], dim=1)
-        ),
-    )
-    qc = timed(
-        'query conv3x3',
-        lambda: model.cross_decode.conv2d(q.contiguous(memory_format=torch.channels_last)),
-    )
-    attn = model.cross_decode.cross_attn
-    qw, qb, kw, kb = model._query_key_projections()
-    keys = F.linear(model._rms_norm(lfu.permute(0, 2, 3, 1), attn.norm_k), kw, kb)
-    values = features.permute(0, 2, 3, 1).contiguous()
-    timed(
-        'window attention (incl. query projection)',
-        lambda: windowed_attention(
-            qc.permute(0, 2, 3, 1),
-            keys,
-            values,
-            model.window_ratio,
-            model.num_heads,
-            query_transform=lambda x: F.linear(model._rms_norm(x, attn.norm_q), qw, qb),
-        ),
-    )
+    out = model.upsample_maps(image, [features], run_stage=timed)
+    del out
     return stages
 
 
@@ -218,7 +216,8 @@ def _estimated_dense_gb(size: int, heads: int = 4) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--sizes', type=int, nargs='+', default=[224, 448, 896, 1024])
-    parser.add_argument('--methods', nargs='+', choices=METHODS, default=list(METHODS))
+    parser.add_argument('--methods', nargs='+', choices=METHODS, default=list(DEFAULT_METHODS))
+    parser.add_argument('--maps', type=int, default=4, help='maps per call of multi_map')
     parser.add_argument('--channels', type=int, default=384)
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--device', default='cpu')
@@ -269,6 +268,7 @@ def main() -> None:
                     f'--channels={args.channels}',
                     f'--repeats={args.repeats}',
                     f'--device={args.device}',
+                    f'--maps={args.maps}',
                 ]
                 + (['--breakdown'] if args.breakdown else [])
                 + ([f'--threads={args.threads}'] if args.threads else [])
@@ -301,30 +301,71 @@ def _print_table(results: list[dict], rate: float, args: argparse.Namespace) -> 
         'added by forward',
         'AnyUp GFLOP',
         'floor',
+        'time / floor',
     ]
     rows = []
     for r in results:
         size = r['size']
         h = _features_size(size)
-        gflop = anyup_gflop(size, args.channels)
-        floor = gflop / rate if math.isfinite(rate) else float('nan')
         if 'skipped' in r:
-            rows.append([f'{size}x{size}', f'{h}x{h}', r['method'], r['skipped'], '-', '-', '', ''])
+            rows.append(
+                [f'{size}x{size}', f'{h}x{h}', r['method'], r['skipped'], '-', '-', '', '', '']
+            )
             continue
-        is_anyup = r['method'] != 'bilinear'
+        method = r['method']
+        # multi_map (maps of one size): encoders and query conv once, the rest per map.
+        stages = stage_multiply_adds(size, args.channels)
+        maps = r.get('maps', 1)
+        shared = stages['encoders'] + stages['query conv']
+        macs = shared + maps * (sum(stages.values()) - shared)
+        gflop = 2 * macs / 1e9
+        floor = gflop / rate if math.isfinite(rate) else float('nan')
+        is_anyup = method != 'bilinear'
+        if method == 'multi_map':
+            method = (
+                f'{maps} maps in one call ({r["multi_map_ratio"]:.2f}x of '
+                f'{maps} calls, {r["single_calls_s"]:.3f} s)'
+            )
         rows.append(
             [
                 f'{size}x{size}',
                 f'{h}x{h}x{args.channels}',
-                r['method'],
+                method,
                 f'{r["median_s"]:.3f} s',
                 f'{r[mem_key] / 1024:.2f} GB',
                 f'{(r[mem_key] - r[before_key]) / 1024:.2f} GB',
                 f'{gflop:.0f}' if is_anyup else '',
                 f'{floor:.2f} s' if is_anyup and math.isfinite(floor) else '',
+                f'{r["median_s"] / floor:.2f}' if is_anyup and math.isfinite(floor) else '',
             ]
         )
-    if args.markdown:
+    _print_rows(header, rows, args.markdown)
+    for r in results:
+        if not r.get('stages'):
+            continue
+        macs = stage_multiply_adds(r['size'], args.channels)
+        total = sum(st['seconds'] for st in r['stages'].values())
+        print(f'\nAnyUp at {r["size"]}x{r["size"]}, stage by stage ({total:.2f} s):')
+        stage_rows = []
+        for name, st in r['stages'].items():
+            floor = 2 * macs[name] / 1e9 / rate if math.isfinite(rate) else float('nan')
+            stage_rows.append(
+                [
+                    name,
+                    f'{st["seconds"]:.3f} s',
+                    f'{100 * st["seconds"] / total:.0f} %',
+                    f'{2 * macs[name] / 1e9:.1f}',
+                    f'{st["seconds"] / floor:.2f}' if math.isfinite(floor) and floor else '',
+                    f'{st["peak_mb"] / 1024:.2f} GB',
+                    f'{st["added_mb"] / 1024:.2f} GB',
+                ]
+            )
+        stage_header = ['stage', 'time', 'share', 'GFLOP', 'time / floor', 'peak', 'added']
+        _print_rows(stage_header, stage_rows, args.markdown)
+
+
+def _print_rows(header: list[str], rows: list[list[str]], markdown: bool) -> None:
+    if markdown:
         print('| ' + ' | '.join(header) + ' |')
         print('|' + '---|' * len(header))
         for row in rows:
@@ -333,12 +374,6 @@ def _print_table(results: list[dict], rate: float, args: argparse.Namespace) -> 
         widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
         for row in [header, *rows]:
             print('  '.join(str(x).ljust(w) for x, w in zip(row, widths)))
-    for r in results:
-        if r.get('stages'):
-            total = sum(r['stages'].values())
-            print(f'\nAnyUp at {r["size"]}x{r["size"]}, stage by stage ({total:.2f} s):')
-            for name, sec in r['stages'].items():
-                print(f'  {name:45s} {sec:.3f} s ({100 * sec / total:.0f}%)')
 
 
 if __name__ == '__main__':

@@ -3,8 +3,9 @@
 from .anyup import PUBLISHED_CHECKPOINTS, AnyUp
 from .encoder import FrozenTimmEncoder
 from .input_norm import ToImageNetNorm
+from .reference import dense_window_attention_reference, reference_upsample
 from .upsampler import UPSAMPLER_METHODS, FeatureUpsampler, build_anyup, stride_output_size
-from .window_attention import dense_window_attention_reference, windowed_attention
+from .window_attention import windowed_attention
 
 __all__ = [
     'PUBLISHED_CHECKPOINTS',
@@ -15,6 +16,7 @@ __all__ = [
     'ToImageNetNorm',
     'build_anyup',
     'dense_window_attention_reference',
+    'reference_upsample',
     'stride_output_size',
     'windowed_attention',
 ]

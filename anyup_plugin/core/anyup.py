@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -13,26 +13,29 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .checks import (
+    check_all_finite,
     check_feature_map,
     check_image,
-    check_output_size,
+    check_output_sizes,
+    check_result_fits,
     check_same_batch_and_device,
+    is_tracing,
 )
 from .fused_encoder import fused_encoder_forward
 from .layers import (
     CrossAttentionBlock,
+    Encoder,
     LearnedFeatureUnification,
     ReflectPadConv2d,
     RotaryPositionEmbedding2d,
-    make_encoder,
 )
 from .window_attention import (
     DEFAULT_MAX_TILE_ELEMENTS,
-    dense_window_attention_reference,
+    window_pair_count,
     windowed_attention,
 )
 
-__all__ = ['PUBLISHED_CHECKPOINTS', 'AnyUp']
+__all__ = ['PUBLISHED_CHECKPOINTS', 'STAGES', 'AnyUp', 'StageRunner']
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +46,32 @@ PUBLISHED_CHECKPOINTS: dict[str, str] = {
         'https://github.com/wimmerth/anyup/releases/download/checkpoint_v2/anyup_multi_backbone.pth'
     ),
 }
+
+Size = tuple[int, int]
+
+#: The forward's stages, in the order :meth:`AnyUp.upsample_maps` first runs them: the image,
+#: query and key encoders once for all maps, the query convolution once per output size, then
+#: feature unification, key aggregation and attention per map.
+STAGES: tuple[str, ...] = (
+    'encoders',
+    'query conv',
+    'feature unification',
+    'aggregation',
+    'attention',
+)
+
+#: Runs one stage: ``runner(stage_name, fn, *args)`` must return ``fn(*args)`` (a benchmark
+#: times it, for example).
+StageRunner = Callable[..., Any]
+
+
+def _run_stage(name: str, fn: Callable[..., Any], *args: Any) -> Any:
+    return fn(*args)
+
+
+def _conv_macs_per_pixel(module: nn.Module) -> int:
+    """Multiply-adds per output pixel of every convolution in ``module`` (its weights' size)."""
+    return sum(m.weight.numel() for m in module.modules() if isinstance(m, nn.Conv2d))
 
 
 class AnyUp(nn.Module):
@@ -70,6 +99,7 @@ class AnyUp(nn.Module):
         >>> model = AnyUp.from_pretrained('anyup_multi_backbone').eval()
         >>> hr = model(image, features)                 # (B, C, H, W)
         >>> hr = model(image, features, output_size=(224, 224))
+        >>> maps = model(image, [f1, f2, f3, f4])        # one encoder pass, a list back
     """
 
     #: Parameters the published checkpoints hold but the forward pass never uses (the attention's
@@ -97,105 +127,206 @@ class AnyUp(nn.Module):
         self.window_ratio = float(window_ratio)
         self.max_tile_elements = max_tile_elements
         d, g = qk_dim, num_groups
-        self.image_encoder = make_encoder(nn.Conv2d(3, d, 1, bias=False), d, g)
-        self.key_encoder = make_encoder(nn.Conv2d(d, d, 1, bias=False), d, g)
-        self.query_encoder = make_encoder(nn.Conv2d(d, d, 1, bias=False), d, g)
-        self.key_features_encoder = make_encoder(
-            LearnedFeatureUnification(d, lfu_kernel_size), d, g
-        )
+        self.image_encoder = Encoder(nn.Conv2d(3, d, 1, bias=False), d, g)
+        self.key_encoder = Encoder(nn.Conv2d(d, d, 1, bias=False), d, g)
+        self.query_encoder = Encoder(nn.Conv2d(d, d, 1, bias=False), d, g)
+        self.key_features_encoder = Encoder(LearnedFeatureUnification(d, lfu_kernel_size), d, g)
         self.cross_decode = CrossAttentionBlock(d, num_heads)
-        self.aggregation = make_encoder(ReflectPadConv2d(2 * d, d, 3), d, g)
+        self.aggregation = Encoder(ReflectPadConv2d(2 * d, d, 3), d, g)
         self.rope = RotaryPositionEmbedding2d(d)
 
     # ------------------------------------------------------------------ forward
     def forward(
-        self, image: Tensor, features: Tensor, output_size: int | tuple[int, int] | None = None
-    ) -> Tensor:
+        self,
+        image: Tensor,
+        features: Tensor | Sequence[Tensor],
+        output_size: int | Size | Sequence[int | Size | None] | None = None,
+    ) -> Tensor | list[Tensor]:
         """Upsamples ``features`` guided by ``image``.
 
         Args:
             image: (B, 3, H, W) guidance, normalised with ImageNet mean/std.
-            features: (B, C, h, w) features of any encoder, any C >= 1.
-            output_size: (H', W') or an int for a square; default (H, W).
+            features: (B, C, h, w) features of any encoder, any C >= 1; or a sequence of such
+                maps (B, C_i, h_i, w_i), for which the image, query and key encoders run once
+                (see :meth:`upsample_maps`).
+            output_size: (H', W') or an int for a square; default (H, W). With several maps,
+                one size for all or a sequence with one size (or None) per map.
 
         Returns:
-            (B, C, H', W') upsampled features, in channels-last memory format.
+            (B, C, H', W') upsampled features in channels-last memory format, or a list of
+            them in the order of ``features``.
         """
-        return self._upsample(image, features, output_size, reference=False)
+        if isinstance(features, Tensor):
+            return self.upsample_maps(image, [features], output_size, names=('features',))[0]
+        return self.upsample_maps(image, features, output_size)
 
-    def reference_forward(
-        self, image: Tensor, features: Tensor, output_size: int | tuple[int, int] | None = None
-    ) -> Tensor:
-        """The straightforward formulation, as in the published code: the parity reference.
-
-        Runs the encoders module by module and the attention as dense masked attention over
-        all ``H'W' x hw`` pairs (:func:`dense_window_attention_reference`). Same arguments and
-        result as :meth:`forward`; memory grows with ``H' W' h w``, so use it for tests and
-        benchmarks only.
-        """
-        return self._upsample(image, features, output_size, reference=True)
-
-    def _upsample(
+    def upsample_maps(
         self,
         image: Tensor,
-        features: Tensor,
-        output_size: int | tuple[int, int] | None,
-        reference: bool,
-    ) -> Tensor:
-        check_image(image, 'image')
-        check_feature_map(features, 'features')
-        check_same_batch_and_device(image, features, 'image', 'features')
-        out_h, out_w = check_output_size(output_size, image.shape[-2:])
-        feat_h, feat_w = features.shape[-2:]
+        features: Sequence[Tensor],
+        output_size: int | Size | Sequence[int | Size | None] | None = None,
+        run_stage: StageRunner | None = None,
+        names: Sequence[str] | None = None,
+    ) -> list[Tensor]:
+        """Upsamples several maps with one pass of the full-resolution encoders.
 
-        fused = not torch.is_grad_enabled() and not reference
-        queries, keys = self._encode_queries_and_keys(
-            image, (out_h, out_w), (feat_h, feat_w), fused
+        Runs :data:`STAGES`: the encoders once, the query convolution once per distinct
+        output size, and feature unification, aggregation and attention per map. Each result
+        equals what a call with that map alone returns.
+
+        Args:
+            image: (B, 3, H, W) guidance.
+            features: Maps (B, C_i, h_i, w_i).
+            output_size: One size for all maps or one per map (see :meth:`forward`).
+            run_stage: Called as ``run_stage(name, fn, *args)`` for every stage and must
+                return ``fn(*args)``; default: just call it.
+            names: Argument names of the maps in error messages; default ``features[i]``.
+
+        Returns:
+            One (B, C_i, H'_i, W'_i) map per input map.
+        """
+        maps, sizes = self._check_inputs(image, features, output_size, names)
+        run = run_stage or _run_stage
+        query_sizes = list(dict.fromkeys(sizes))
+        key_sizes = list(dict.fromkeys(tuple(f.shape[-2:]) for f in maps))
+        queries, keys = run('encoders', self.encode_guidance, image, query_sizes, key_sizes)
+        queries = dict(zip(query_sizes, queries))
+        keys = dict(zip(key_sizes, keys))
+        for size in query_sizes:
+            # Rebinding frees the encoder's map once the conv has run.
+            queries[size] = run('query conv', self.refine_queries, queries[size])
+        results = []
+        for feats, size in zip(maps, sizes):
+            unified = run('feature unification', self.unify_features, feats)
+            map_keys = run(
+                'aggregation', self.aggregate_keys, keys[tuple(feats.shape[-2:])], unified
+            )
+            results.append(run('attention', self.attend, queries[size], map_keys, feats))
+        return results
+
+    def _check_inputs(
+        self,
+        image: Tensor,
+        features: Sequence[Tensor],
+        output_size: object,
+        names: Sequence[str] | None,
+    ) -> tuple[list[Tensor], list[Size]]:
+        """Checks every input (each map by name) and the memory of the result."""
+        check_image(image, 'image', values=False)
+        if isinstance(features, (str, bytes)) or not isinstance(features, Sequence):
+            raise TypeError(
+                'features must be a torch.Tensor or a sequence of them, got '
+                f'{type(features).__name__}'
+            )
+        maps = list(features)
+        if not maps:
+            raise ValueError('features must hold at least one feature map, got an empty sequence')
+        names = list(names) if names is not None else [f'features[{i}]' for i in range(len(maps))]
+        for feats, name in zip(maps, names):
+            check_feature_map(feats, name, values=False)
+            check_same_batch_and_device(image, feats, 'image', name)
+        check_all_finite([(image, 'image'), *zip(maps, names)])
+        sizes = check_output_sizes(output_size, len(maps), image.shape[-2:])
+        self._check_result_fits(image, maps, sizes)
+        return maps, sizes
+
+    def _check_result_fits(self, image: Tensor, maps: list[Tensor], sizes: list[Size]) -> None:
+        """Fails before allocating when the outputs and query maps cannot fit in memory."""
+        batch, float_bytes = image.shape[0], 4
+        outputs = sum(
+            batch * f.shape[1] * h * w * max(f.element_size(), float_bytes)
+            for f, (h, w) in zip(maps, sizes)
         )
-        keys = torch.cat([keys, self.key_features_encoder(F.normalize(features, dim=1))], dim=1)
-        keys = self.aggregation(keys)
-        # Rebinding ``queries`` frees the encoder's map once the conv has run.
-        queries = self.cross_decode.conv2d(queries.contiguous(memory_format=torch.channels_last))
+        # Each distinct output size holds the pooled query map and its convolution.
+        queries = sum(2 * batch * self.qk_dim * h * w * float_bytes for h, w in set(sizes))
+        shapes = ', '.join(f'({batch}, {f.shape[1]}, {h}, {w})' for f, (h, w) in zip(maps, sizes))
+        check_result_fits(
+            outputs + queries, image.device, f'the upsampled output ({shapes}) with its queries'
+        )
 
+    def encode_guidance(
+        self, image: Tensor, query_sizes: Sequence[Size], key_sizes: Sequence[Size]
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """Stage ``encoders``: the image, query and key encoders at full resolution.
+
+        Under ``torch.no_grad`` (and outside tracing) the fused, chunked path runs (see
+        :mod:`anyup_plugin.core.fused_encoder`); otherwise the modules themselves.
+
+        Args:
+            image: (B, 3, H, W) guidance.
+            query_sizes: (H', W') sizes to pool the queries to.
+            key_sizes: (h, w) sizes to pool the keys to.
+
+        Returns:
+            One (B, d, H', W') query map per query size and one (B, d, h, w) key map per key
+            size.
+        """
+        if not torch.is_grad_enabled() and not is_tracing():
+            return fused_encoder_forward(
+                image,
+                self.image_encoder,
+                self.query_encoder,
+                self.key_encoder,
+                self.rope,
+                query_sizes,
+                key_sizes,
+            )
+        enc = self.rope(self.image_encoder(image))
+        query_map = self.query_encoder(enc)
+        key_map = self.key_encoder(enc)
+        return (
+            [F.adaptive_avg_pool2d(query_map, size) for size in query_sizes],
+            [F.adaptive_avg_pool2d(key_map, size) for size in key_sizes],
+        )
+
+    def refine_queries(self, queries: Tensor) -> Tensor:
+        """Stage ``query conv``: (B, d, H', W') -> (B, d, H', W') channels-last."""
+        return self.cross_decode.conv2d(queries.contiguous(memory_format=torch.channels_last))
+
+    def unify_features(self, features: Tensor) -> Tensor:
+        """Stage ``feature unification``: (B, C, h, w) features -> (B, d, h, w) descriptors."""
+        return self.key_features_encoder(F.normalize(features, dim=1))
+
+    def aggregate_keys(self, keys: Tensor, unified: Tensor) -> Tensor:
+        """Stage ``aggregation``: pooled image keys and descriptors (B, d, h, w) -> keys."""
+        return self.aggregation(torch.cat([keys, unified], dim=1))
+
+    def attend(self, queries: Tensor, keys: Tensor, features: Tensor) -> Tensor:
+        """Stage ``attention``: windowed attention over the features, queries projected per tile.
+
+        Args:
+            queries: (B, d, H', W') refined queries (channels-last is free to permute).
+            keys: (B, d, h, w) aggregated keys.
+            features: (B, C, h, w) the values.
+
+        Returns:
+            (B, C, H', W') in channels-last memory format.
+        """
         attn = self.cross_decode.cross_attn
-        q_weight, q_bias, k_weight, k_bias = self._query_key_projections()
+        q_weight, q_bias, k_weight, k_bias = self.query_key_projections()
         keys = F.linear(self._rms_norm(keys.permute(0, 2, 3, 1), attn.norm_k), k_weight, k_bias)
-        # The conv output is channels-last, so this permute is a free view.
-        queries = queries.permute(0, 2, 3, 1)
         values = features.permute(0, 2, 3, 1).contiguous()
 
         def project_queries(q: Tensor) -> Tensor:
             return F.linear(self._rms_norm(q, attn.norm_q), q_weight, q_bias)
 
-        if reference:
-            out = dense_window_attention_reference(
-                project_queries(queries), keys, values, self.window_ratio, self.num_heads
-            )
-        else:
-            out = windowed_attention(
-                queries,
-                keys,
-                values,
-                self.window_ratio,
-                self.num_heads,
-                query_transform=project_queries,
-                max_tile_elements=self.max_tile_elements,
-            )
+        out = windowed_attention(
+            queries.permute(0, 2, 3, 1),
+            keys,
+            values,
+            self.window_ratio,
+            self.num_heads,
+            query_transform=project_queries,
+            max_tile_elements=self.max_tile_elements,
+        )
         return out.permute(0, 3, 1, 2)
 
-    def _encode_queries_and_keys(
-        self, image: Tensor, out_size: tuple[int, int], feat_size: tuple[int, int], fused: bool
-    ) -> tuple[Tensor, Tensor]:
-        """Runs the full-resolution encoders: (B, d, H', W') queries, (B, d, h, w) keys."""
-        if fused:
-            return fused_encoder_forward(self, image, out_size, feat_size)
-        enc = self.rope(self.image_encoder(image))
-        queries = F.adaptive_avg_pool2d(self.query_encoder(enc), out_size)
-        keys = F.adaptive_avg_pool2d(self.key_encoder(enc), feat_size)
-        return queries, keys
+    def query_key_projections(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Query/key input projections with the RMS norm weights and 1/sqrt(head dim) folded in.
 
-    def _query_key_projections(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Query/key input projections with the RMS norm weights and 1/sqrt(head dim) folded in."""
+        Returns:
+            ``q_weight`` (d, d), ``q_bias`` (d,), ``k_weight`` (d, d), ``k_bias`` (d,).
+        """
         attn = self.cross_decode.cross_attn
         d = self.qk_dim
         scale = (d // self.num_heads) ** -0.5
@@ -210,6 +341,47 @@ class AnyUp(nn.Module):
         x = x.float()
         eps = norm.eps if norm.eps is not None else torch.finfo(torch.float32).eps
         return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps)
+
+    def multiply_adds(
+        self,
+        image_size: Size,
+        features: Sequence[tuple[int, int, int]],
+        output_sizes: Sequence[Size],
+    ) -> dict[str, int]:
+        """Multiply-adds of every stage of one forward at batch 1, from the model's sizes.
+
+        Counts every convolution, projection and windowed-attention product (logits and
+        value sums over exactly each query's window), not the element-wise work.
+
+        Args:
+            image_size: Guidance (H, W).
+            features: (C, h, w) of every map.
+            output_sizes: (H', W') of every map.
+
+        Returns:
+            Multiply-adds per stage name of :data:`STAGES`.
+        """
+        pixels = image_size[0] * image_size[1]
+        d = self.qk_dim
+        encoders = (self.image_encoder, self.query_encoder, self.key_encoder)
+        counts = dict.fromkeys(STAGES, 0)
+        counts['encoders'] = pixels * sum(_conv_macs_per_pixel(e) for e in encoders)
+        for h, w in set(map(tuple, output_sizes)):
+            counts['query conv'] += h * w * self.cross_decode.conv2d.weight.numel()
+        lfu = self.key_features_encoder
+        for (c, h, w), (out_h, out_w) in zip(features, output_sizes):
+            counts['feature unification'] += (
+                h
+                * w
+                * (
+                    c * lfu.first_layer.basis.numel()
+                    + sum(_conv_macs_per_pixel(b) for b in lfu.blocks)
+                )
+            )
+            counts['aggregation'] += h * w * _conv_macs_per_pixel(self.aggregation)
+            pairs = window_pair_count((out_h, out_w), (h, w), self.window_ratio)
+            counts['attention'] += (out_h * out_w + h * w) * d * d + pairs * (d + c)
+        return counts
 
     def set_trainable(self, trainable: bool = True) -> AnyUp:
         """Sets ``requires_grad`` of every parameter the forward pass uses to ``trainable``.

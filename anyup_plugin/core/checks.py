@@ -3,22 +3,42 @@
 Each check raises ``ValueError`` (or ``TypeError`` for non-tensors) with a message that
 names the argument, what it got and what it expected, so a user can fix the call without
 reading the source.
+
+Checks of shapes and types run at trace time too (``torch.export``, ``torch.compile``);
+checks of values (NaN, infinities) need the data, so they are skipped while tracing rather
+than putting data-dependent control flow into the graph.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 __all__ = [
+    'available_memory_bytes',
+    'check_all_finite',
     'check_feature_map',
     'check_finite',
     'check_image',
     'check_output_size',
+    'check_output_sizes',
+    'check_result_fits',
     'check_same_batch_and_device',
+    'is_tracing',
 ]
+
+logger = logging.getLogger(__name__)
+
+Size = tuple[int, int]
+
+
+def is_tracing() -> bool:
+    """Whether ``torch.compile`` or ``torch.export`` is tracing the call."""
+    return torch.compiler.is_compiling() or torch.compiler.is_exporting()
 
 
 def _check_tensor(x: object, name: str) -> Tensor:
@@ -28,22 +48,42 @@ def _check_tensor(x: object, name: str) -> Tensor:
 
 
 def check_finite(x: Tensor, name: str) -> None:
-    """Raises if ``x`` holds NaN or infinite values."""
-    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+    """Raises if ``x`` holds NaN or infinite values (skipped while tracing)."""
+    check_all_finite([(x, name)])
+
+
+def check_all_finite(named: Sequence[tuple[Tensor, str]]) -> None:
+    """Raises if any tensor holds NaN or infinite values, naming the first that does.
+
+    All tensors are tested with one host-device synchronisation (one on the error path per
+    tensor); skipped while tracing, where the values are not known.
+    """
+    floats = [(x, name) for x, name in named if x.is_floating_point()]
+    if not floats or is_tracing():
+        return
+    flags = torch.stack([torch.isfinite(x).all() for x, _ in floats])
+    if bool(flags.all()):
+        return
+    for x, name in floats:
         n_bad = int((~torch.isfinite(x)).sum())
-        raise ValueError(
-            f'{name} contains {n_bad} NaN or infinite value(s); expected finite values '
-            f'(shape {tuple(x.shape)})'
-        )
+        if n_bad:
+            raise ValueError(
+                f'{name} contains {n_bad} NaN or infinite value(s); expected finite values '
+                f'(shape {tuple(x.shape)})'
+            )
 
 
-def check_feature_map(x: object, name: str = 'features', channels: int | None = None) -> Tensor:
+def check_feature_map(
+    x: object, name: str = 'features', channels: int | None = None, values: bool = True
+) -> Tensor:
     """Checks a (B, C, H, W) floating-point map with no empty dimension and finite values.
 
     Args:
         x: The tensor to check.
         name: Argument name used in error messages.
         channels: If given, the required channel count.
+        values: Also check that the values are finite (:func:`check_finite`); ``False`` leaves
+            that to the caller (e.g. one :func:`check_all_finite` over several maps).
 
     Returns:
         The tensor itself.
@@ -61,13 +101,14 @@ def check_feature_map(x: object, name: str = 'features', channels: int | None = 
         raise ValueError(
             f'{name} must have {channels} channels (dim 1), got shape {tuple(x.shape)}'
         )
-    check_finite(x, name)
+    if values:
+        check_finite(x, name)
     return x
 
 
-def check_image(x: object, name: str = 'image') -> Tensor:
+def check_image(x: object, name: str = 'image', values: bool = True) -> Tensor:
     """Checks a (B, 3, H, W) image tensor (see :func:`check_feature_map`)."""
-    return check_feature_map(x, name, channels=3)
+    return check_feature_map(x, name, channels=3, values=values)
 
 
 def check_same_batch_and_device(a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:
@@ -112,3 +153,76 @@ def check_output_size(
     if any(s <= 0 for s in size):
         raise ValueError(f'{name} must be positive, got {tuple(size)}')
     return int(size[0]), int(size[1])
+
+
+def check_output_sizes(size: object, count: int, default: Sequence[int]) -> list[Size]:
+    """One ``(height, width)`` per map from one size for all maps or a sequence of them.
+
+    Args:
+        size: ``None`` (``default`` for every map), an int or an (H, W) pair for every map, or
+            a sequence of ``count`` such sizes (``None``, int or pair each), one per map.
+        count: Number of maps.
+        default: The size ``None`` stands for.
+
+    Returns:
+        ``count`` sizes as pairs of Python ints.
+    """
+    if _is_one_size(size):
+        return [check_output_size(size, default)] * count
+    if len(size) != count:
+        raise ValueError(
+            f'output_size holds {len(size)} sizes for {count} feature map(s); give one size '
+            'for all maps or one per map'
+        )
+    return [check_output_size(s, default, f'output_size[{i}]') for i, s in enumerate(size)]
+
+
+def _is_one_size(size: object) -> bool:
+    """Whether ``size`` is one size (or not a sequence of sizes, left to check_output_size)."""
+    if not isinstance(size, Sequence) or isinstance(size, str):
+        return True
+    return not any(s is None or isinstance(s, (Sequence, Tensor)) for s in size)
+
+
+def available_memory_bytes(device: torch.device) -> int | None:
+    """Bytes a new allocation can take on ``device``, or None where that is not known.
+
+    CUDA: the device's free memory. CPU (Linux): ``MemAvailable`` of ``/proc/meminfo``.
+    """
+    if device.type == 'cuda':
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type == 'cpu':
+        try:
+            with open('/proc/meminfo') as meminfo:
+                for line in meminfo:
+                    if line.startswith('MemAvailable:'):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        try:
+            return os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+        except (ValueError, OSError, AttributeError):
+            return None
+    return None
+
+
+def check_result_fits(nbytes: int, device: torch.device, what: str) -> None:
+    """Raises before allocating when ``nbytes`` exceed the memory ``device`` has available.
+
+    Skipped while tracing (the exported program runs elsewhere).
+
+    Args:
+        nbytes: Bytes the result needs.
+        device: Where it will be allocated.
+        what: Names the result in the error message.
+    """
+    if is_tracing():
+        return
+    available = available_memory_bytes(device)
+    if available is not None and nbytes > available:
+        raise ValueError(
+            f'{what} needs {nbytes} bytes ({nbytes / 2**30:.2f} GiB) but only {available} bytes '
+            f'({available / 2**30:.2f} GiB) are available on {device}; ask for a smaller '
+            'output_size or fewer channels'
+        )

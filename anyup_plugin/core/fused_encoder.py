@@ -15,19 +15,23 @@ enabled AnyUp runs the modules themselves.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-if TYPE_CHECKING:
-    from .anyup import AnyUp
+from .layers import Encoder, ResBlock, RotaryPositionEmbedding2d
 
 __all__ = ['fused_encoder_forward']
 
+#: Tokens (pixels) per chunk on the CPU: 4096 x d = 128 float32 is 2 MiB, so a chunk and its
+#: products stay in cache between the normalisation, SiLU, matrix product and statistics.
 _CPU_CHUNK_TOKENS = 4096
+#: Tokens per chunk on CUDA: 2**17 keeps each kernel launch large enough to fill the device.
 _CUDA_CHUNK_TOKENS = 1 << 17
+
+Size = tuple[int, int]
 
 
 class _ChannelStats:
@@ -84,22 +88,21 @@ def _norm_silu(x: Tensor, affine: tuple[Tensor, Tensor]) -> Tensor:
 
 
 def _residual_block(
-    x: Tensor, stats: _ChannelStats, block: nn.Module, scratch: Tensor, chunk: int, tail=None
+    x: Tensor, stats: _ChannelStats, block: ResBlock, scratch: Tensor, chunk: int, tail=None
 ) -> _ChannelStats:
-    """Runs a ``ResBlock`` in place on token map ``x`` (N, d), using ``scratch`` (N, d).
+    """Runs ``block`` in place on token map ``x`` (N, d), using ``scratch`` (N, d).
 
     ``tail(rows, x_chunk)``, if given, is called on every finished chunk instead of collecting
     statistics of the output (the caller then owns what happens next). Returns the output's
     statistics (empty if ``tail`` was given).
     """
-    gn1, _, conv1, gn2, _, conv2 = block.block
-    w1, w2 = _conv1x1_weight_t(conv1), _conv1x1_weight_t(conv2)
-    affine1 = stats.group_norm_affine(gn1)
+    w1, w2 = _conv1x1_weight_t(block.conv1), _conv1x1_weight_t(block.conv2)
+    affine1 = stats.group_norm_affine(block.norm1)
     mid_stats = _ChannelStats(x.shape[1], x.device)
     for rows in _chunks(x.shape[0], chunk):
         torch.mm(_norm_silu(x[rows], affine1), w1, out=scratch[rows])
         mid_stats.add(scratch[rows])
-    affine2 = mid_stats.group_norm_affine(gn2)
+    affine2 = mid_stats.group_norm_affine(block.norm2)
     out_stats = _ChannelStats(x.shape[1], x.device)
     for rows in _chunks(x.shape[0], chunk):
         x_rows = x[rows]
@@ -120,7 +123,7 @@ def _first_layer(tokens: Tensor, conv: nn.Conv2d, out: Tensor, chunk: int) -> _C
     return stats
 
 
-def _pool(tokens: Tensor, height: int, width: int, size: tuple[int, int]) -> Tensor:
+def _pool(tokens: Tensor, height: int, width: int, size: Size) -> Tensor:
     """(H*W, d) tokens -> (d, h, w) adaptive average pool (a channels-last view if no pooling)."""
     grid = tokens.view(height, width, -1).permute(2, 0, 1)
     if (height, width) == tuple(size):
@@ -128,75 +131,119 @@ def _pool(tokens: Tensor, height: int, width: int, size: tuple[int, int]) -> Ten
     return F.adaptive_avg_pool2d(grid.unsqueeze(0), size).squeeze(0)
 
 
-def _encode_one(
-    model: AnyUp,
-    image: Tensor,
-    out_size: tuple[int, int],
-    feat_size: tuple[int, int],
-    chunk: int,
-) -> tuple[Tensor, Tensor]:
-    """One image (3, H, W) -> queries (H', W', d) and keys (d, h, w)."""
-    _, height, width = image.shape
-    d, n, device = model.qk_dim, height * width, image.device
-    rope = model.rope
-    row_coord = rope.grid_coordinates(height, device)
-    col_coord = rope.grid_coordinates(width, device)
-    q0_t = _conv1x1_weight_t(model.query_encoder[0])
-    k0_t = _conv1x1_weight_t(model.key_encoder[0])
+def _check_fusable(name: str, encoder: Encoder) -> None:
+    if not isinstance(encoder.first_layer, nn.Conv2d) or encoder.first_layer.kernel_size != (1, 1):
+        raise TypeError(f'the fused path needs a 1x1 convolution first in {name}')
+    if not encoder.blocks:
+        raise TypeError(f'the fused path needs at least one residual block in {name}')
 
-    tokens = image.float().permute(1, 2, 0).reshape(n, 3)
-    x = torch.empty(n, d, dtype=torch.float32, device=device)
-    y = torch.empty_like(x)
-    stats = _first_layer(tokens, model.image_encoder[0], x, chunk)
-    stats = _residual_block(x, stats, model.image_encoder[1], y, chunk)
-    q_stats = _ChannelStats(d, device)
-    k_stats = _ChannelStats(d, device)
 
-    def rope_then_project(rows: slice, e: Tensor) -> None:
-        # The image encoder's output chunk gets its position encoding, then feeds the first
-        # layers of the query and key encoders. The query map reuses ``y`` (this chunk of it
-        # was just consumed), the key map reuses ``x``.
-        idx = torch.arange(rows.start, rows.stop, device=device)
-        e_rot = rope.rotate(e, rope.angles(row_coord[idx // width], col_coord[idx % width]))
-        torch.mm(e_rot, q0_t, out=y[rows])
-        q_stats.add(y[rows])
-        e.copy_(e_rot @ k0_t)
-        k_stats.add(e)
+class _Encoders:
+    """The three full-resolution encoders and the position embedding, for the fused path."""
 
-    _residual_block(x, stats, model.image_encoder[2], y, chunk, tail=rope_then_project)
-    scratch = torch.empty_like(x)
-    for block in model.key_encoder[1:]:
-        k_stats = _residual_block(x, k_stats, block, scratch, chunk)
-    keys = _pool(x, height, width, feat_size)
-    for block in model.query_encoder[1:]:
-        q_stats = _residual_block(y, q_stats, block, scratch, chunk)
-    return _pool(y, height, width, out_size).permute(1, 2, 0), keys
+    def __init__(
+        self,
+        image_encoder: Encoder,
+        query_encoder: Encoder,
+        key_encoder: Encoder,
+        rope: RotaryPositionEmbedding2d,
+    ) -> None:
+        for name, enc in (('image', image_encoder), ('query', query_encoder), ('key', key_encoder)):
+            _check_fusable(f'the {name} encoder', enc)
+        self.image, self.query, self.key, self.rope = (
+            image_encoder,
+            query_encoder,
+            key_encoder,
+            rope,
+        )
+        self.dim = query_encoder.first_layer.out_channels
+
+    def encode_one(
+        self, image: Tensor, query_sizes: Sequence[Size], key_sizes: Sequence[Size], chunk: int
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """One image (3, H, W) -> queries (H'_i, W'_i, d) per query size, keys (d, h_j, w_j)."""
+        _, height, width = image.shape
+        d, n, device = self.dim, height * width, image.device
+        rope = self.rope
+        row_coord = rope.grid_coordinates(height, device)
+        col_coord = rope.grid_coordinates(width, device)
+        q0_t = _conv1x1_weight_t(self.query.first_layer)
+        k0_t = _conv1x1_weight_t(self.key.first_layer)
+
+        tokens = image.float().permute(1, 2, 0).reshape(n, 3)
+        x = torch.empty(n, d, dtype=torch.float32, device=device)
+        y = torch.empty_like(x)
+        stats = _first_layer(tokens, self.image.first_layer, x, chunk)
+        *inner, last = self.image.blocks
+        for block in inner:
+            stats = _residual_block(x, stats, block, y, chunk)
+        q_stats = _ChannelStats(d, device)
+        k_stats = _ChannelStats(d, device)
+
+        def rope_then_project(rows: slice, e: Tensor) -> None:
+            # The image encoder's output chunk gets its position encoding, then feeds the
+            # first layers of the query and key encoders. The query map reuses ``y`` (this
+            # chunk of it was just consumed), the key map reuses ``x``.
+            idx = torch.arange(rows.start, rows.stop, device=device)
+            e_rot = rope.rotate(e, rope.angles(row_coord[idx // width], col_coord[idx % width]))
+            torch.mm(e_rot, q0_t, out=y[rows])
+            q_stats.add(y[rows])
+            e.copy_(e_rot @ k0_t)
+            k_stats.add(e)
+
+        _residual_block(x, stats, last, y, chunk, tail=rope_then_project)
+        scratch = torch.empty_like(x)
+        for block in self.key.blocks:
+            k_stats = _residual_block(x, k_stats, block, scratch, chunk)
+        keys = [_pool(x, height, width, size) for size in key_sizes]
+        del x
+        for block in self.query.blocks:
+            q_stats = _residual_block(y, q_stats, block, scratch, chunk)
+        del scratch
+        queries = [_pool(y, height, width, size).permute(1, 2, 0) for size in query_sizes]
+        return queries, keys
 
 
 @torch.no_grad()
 def fused_encoder_forward(
-    model: AnyUp, image: Tensor, out_size: tuple[int, int], feat_size: tuple[int, int]
-) -> tuple[Tensor, Tensor]:
-    """Queries and keys of AnyUp from the guidance image, without gradients.
+    image: Tensor,
+    image_encoder: Encoder,
+    query_encoder: Encoder,
+    key_encoder: Encoder,
+    rope: RotaryPositionEmbedding2d,
+    query_sizes: Sequence[Size],
+    key_sizes: Sequence[Size],
+) -> tuple[list[Tensor], list[Tensor]]:
+    """AnyUp's queries and keys from the guidance image, without gradients.
+
+    Equal (up to floating-point order) to ``adaptive_avg_pool2d(query_encoder(e), size)``
+    for every query size and ``adaptive_avg_pool2d(key_encoder(e), size)`` for every key
+    size, with ``e = rope(image_encoder(image))``; the encoders run once for all sizes.
 
     Args:
-        model: The AnyUp module (its encoders' parameters are used).
         image: (B, 3, H, W) guidance image.
-        out_size: (H', W') the queries are pooled to.
-        feat_size: (h, w) the keys are pooled to.
+        image_encoder: Encoder whose first layer is a 1x1 convolution 3 -> d.
+        query_encoder: Encoder whose first layer is a 1x1 convolution d -> d.
+        key_encoder: Likewise.
+        rope: The rotary position embedding applied to the image encoder's output.
+        query_sizes: (H', W') sizes the queries are pooled to.
+        key_sizes: (h, w) sizes the keys are pooled to.
 
     Returns:
-        ``queries`` (B, d, H', W') in channels-last memory format and ``keys`` (B, d, h, w),
-        both float32.
+        ``queries``, one (B, d, H', W') map per query size in channels-last memory format, and
+        ``keys``, one (B, d, h, w) map per key size, all float32.
     """
+    encoders = _Encoders(image_encoder, query_encoder, key_encoder, rope)
     chunk = _CUDA_CHUNK_TOKENS if image.device.type == 'cuda' else _CPU_CHUNK_TOKENS
     if image.shape[0] == 1:
-        # Hand the query map over as it is rather than copying it.
-        queries, keys = _encode_one(model, image[0], out_size, feat_size, chunk)
-        return queries.unsqueeze(0).permute(0, 3, 1, 2), keys.unsqueeze(0)
-    d = model.qk_dim
-    queries = image.new_empty(image.shape[0], *out_size, d, dtype=torch.float32)
-    keys = image.new_empty(image.shape[0], d, *feat_size, dtype=torch.float32)
+        # Hand the maps over as they are rather than copying them.
+        queries, keys = encoders.encode_one(image[0], query_sizes, key_sizes, chunk)
+        return [q.unsqueeze(0).permute(0, 3, 1, 2) for q in queries], [k.unsqueeze(0) for k in keys]
+    batch, d = image.shape[0], encoders.dim
+    queries = [image.new_empty(batch, *s, d, dtype=torch.float32) for s in query_sizes]
+    keys = [image.new_empty(batch, d, *s, dtype=torch.float32) for s in key_sizes]
     for b, img in enumerate(image):
-        queries[b], keys[b] = _encode_one(model, img, out_size, feat_size, chunk)
-    return queries.permute(0, 3, 1, 2), keys
+        q_one, k_one = encoders.encode_one(img, query_sizes, key_sizes, chunk)
+        for out, value in zip(queries + keys, q_one + k_one):
+            out[b] = value
+    return [q.permute(0, 3, 1, 2) for q in queries], keys

@@ -12,15 +12,19 @@ __all__ = [
     'ReflectPadConv2d',
     'CrossAttention',
     'CrossAttentionBlock',
+    'Encoder',
     'LearnedFeatureUnification',
     'ResBlock',
     'RotaryPositionEmbedding2d',
-    'make_encoder',
 ]
 
 
 class ResBlock(nn.Module):
-    """Pre-activation residual block: ``x + conv(SiLU(GN(conv(SiLU(GN(x))))))`` with 1x1 convs.
+    """Pre-activation residual block: ``x + conv2(SiLU(norm2(conv1(SiLU(norm1(x))))))``.
+
+    The layers live in ``block`` at the positions the published checkpoints name
+    (``block.0``, ``block.2``, ``block.3``, ``block.5``); use the named accessors
+    (:attr:`norm1`, :attr:`conv1`, :attr:`norm2`, :attr:`conv2`) rather than positions.
 
     Args:
         channels: Number of channels ``d``.
@@ -37,6 +41,26 @@ class ResBlock(nn.Module):
             nn.SiLU(),
             nn.Conv2d(channels, channels, 1, bias=False),
         )
+
+    @property
+    def norm1(self) -> nn.GroupNorm:
+        """The GroupNorm before the first 1x1 convolution."""
+        return self.block[0]
+
+    @property
+    def conv1(self) -> nn.Conv2d:
+        """The first bias-free 1x1 convolution (d -> d)."""
+        return self.block[2]
+
+    @property
+    def norm2(self) -> nn.GroupNorm:
+        """The GroupNorm before the second 1x1 convolution."""
+        return self.block[3]
+
+    @property
+    def conv2(self) -> nn.Conv2d:
+        """The second bias-free 1x1 convolution (d -> d)."""
+        return self.block[5]
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, d, H, W) -> (B, d, H, W)."""
@@ -66,11 +90,43 @@ class ReflectPadConv2d(nn.Conv2d):
         return F.conv2d(x, self.weight)
 
 
-def make_encoder(first_layer: nn.Module, channels: int, num_groups: int = 8) -> nn.Sequential:
-    """An AnyUp encoder: ``first_layer`` followed by two :class:`ResBlock`."""
-    return nn.Sequential(
-        first_layer, ResBlock(channels, num_groups), ResBlock(channels, num_groups)
-    )
+class Encoder(nn.Sequential):
+    """An AnyUp encoder: a first layer followed by residual blocks.
+
+    The children are named ``0`` (the first layer), ``1``, ``2`` (the blocks), as in the
+    published checkpoints; use :attr:`first_layer` and :attr:`blocks` rather than positions.
+
+    Args:
+        first_layer: Maps the input to ``channels`` channels.
+        channels: Width ``d`` of the blocks.
+        num_groups: GroupNorm groups of the blocks.
+        num_blocks: Number of :class:`ResBlock` (two in the published models).
+    """
+
+    def __init__(
+        self, first_layer: nn.Module, channels: int, num_groups: int = 8, num_blocks: int = 2
+    ) -> None:
+        super().__init__(first_layer, *(ResBlock(channels, num_groups) for _ in range(num_blocks)))
+
+    @property
+    def first_layer(self) -> nn.Module:
+        """The layer that maps the input to ``d`` channels."""
+        return self[0]
+
+    @property
+    def blocks(self) -> list[ResBlock]:
+        """The residual blocks, in order."""
+        return list(self)[1:]
+
+
+#: Responses (pixels x C x d float32 numbers) the feature unification computes at once: 2**18
+#: (1 MiB) keeps a chunk's responses and their exponentials in a core's L2 cache through the
+#: softmax's passes, while the matrix product that makes them still has thousands of rows.
+LFU_CHUNK_ELEMENTS = 2**18
+
+#: Neighbourhood patches (C x k x k per pixel) unfolded at once by the feature unification:
+#: 2**22 (16 MiB of float32) bounds that copy at any C and image width.
+LFU_PATCH_ELEMENTS = 2**22
 
 
 class LearnedFeatureUnification(nn.Module):
@@ -87,19 +143,18 @@ class LearnedFeatureUnification(nn.Module):
     i.e. a softmax over each channel's own ``d`` responses, would make the result independent
     of channel order, but does not reproduce the published model.)
 
-    Responses are bounded by ``max |basis|`` (features are unit-normalised per pixel), so the
-    softmax is shifted by that bound instead of a per-group maximum; this lets channels be
-    processed in chunks (one pass for the softmax denominators, one for the output), and
-    memory stays bounded for any C.
+    Every softmax group lies within one pixel, so the responses are computed a few pixels at
+    a time (a matrix product of each pixel's ``C`` neighbourhoods with the ``k * k`` basis),
+    each group is normalised with its exact maximum, and memory stays bounded for any C.
 
     Args:
         out_channels: Number of basis filters ``d``.
         kernel_size: Basis filter size ``k`` (odd).
-        max_chunk_elements: Upper bound on the ``B * c * d * h * w`` responses computed at once.
+        max_chunk_elements: Upper bound on the ``pixels * C * d`` responses computed at once.
     """
 
     def __init__(
-        self, out_channels: int, kernel_size: int = 5, max_chunk_elements: int = 2**22
+        self, out_channels: int, kernel_size: int = 5, max_chunk_elements: int = LFU_CHUNK_ELEMENTS
     ) -> None:
         super().__init__()
         if kernel_size % 2 != 1:
@@ -113,41 +168,58 @@ class LearnedFeatureUnification(nn.Module):
         """(B, C, h, w) features, unit-normalised over C -> (B, d, h, w) descriptors (float32)."""
         # The softmax runs over exponentials of responses: keep it in float32 under autocast.
         with torch.autocast(features.device.type, enabled=False):
-            return self._unify(features)
+            return self._unify(features.float())
 
     def _unify(self, features: Tensor) -> Tensor:
         b, c, h, w = features.shape
+        d, k = self.out_channels, self.kernel_size
+        pad = k // 2
+        basis_t = self.basis.float().reshape(d, k * k).t()  # (k*k, d)
+        inv_taps = 1 / _taps_inside(h, w, k, features.device).flatten()  # (h*w,)
+        # Channels-last and zero-padded, so that every tap's shifted view is one slice.
+        padded = F.pad(features, (pad, pad, pad, pad)).permute(0, 2, 3, 1)
+        strip_rows = max(1, LFU_PATCH_ELEMENTS // (b * c * k * k * w))
+        chunk = max(1, self.max_chunk_elements // (b * c * d))
+        pieces = []
+        for r0 in range(0, h, strip_rows):
+            rows = min(strip_rows, h - r0)
+            # (B, rows*w, C, k*k): every pixel's C neighbourhoods, zero outside the image.
+            taps = [
+                padded[:, r0 + dy : r0 + dy + rows, dx : dx + w]
+                for dy in range(k)
+                for dx in range(k)
+            ]
+            patches = torch.stack(taps, dim=-1).view(b, rows * w, c, k * k)
+            for p0 in range(0, rows * w, chunk):
+                part = patches[:, p0 : p0 + chunk]
+                pixels = slice(r0 * w + p0, r0 * w + p0 + part.shape[1])
+                part = part * inv_taps[pixels, None, None]
+                pieces.append(self._unify_pixels(part, basis_t))
+        out = torch.cat(pieces, dim=1) if len(pieces) > 1 else pieces[0]
+        return out.view(b, h, w, d).permute(0, 3, 1, 2)
+
+    def _unify_pixels(self, patches: Tensor, basis_t: Tensor) -> Tensor:
+        """(B, n, C, k*k) tap-normalised patches -> (B, n, d) descriptors of those pixels."""
+        b, n, c, _ = patches.shape
         d = self.out_channels
-        pad = self.kernel_size // 2
-        basis = self.basis.float()
-        features = features.float()
-        taps_inside = F.conv2d(
-            features.new_ones(1, 1, h, w), torch.ones_like(basis[:1]), padding=pad
-        )
-        bound = basis.detach().abs().max()
-        if bound > 40:
-            # exp(-2 * bound) could underflow: shift by the exact per-group maximum instead.
-            resp = F.conv2d(features.reshape(b * c, 1, h, w), basis, padding=pad) / taps_inside
-            return resp.view(b, d, c, h, w).softmax(dim=1).mean(dim=2)
+        # (B*n, C*d) responses in channel-major order, read as the published (d, C) groups.
+        resp = (patches.reshape(b * n * c, -1) @ basis_t).view(b * n, d, c)
+        shifted = resp - resp.amax(dim=1, keepdim=True)
+        exp = shifted.exp_() if not shifted.requires_grad else shifted.exp()
+        # Output channel a averages group j's softmax over j: sum_j exp[a, j] / (C * sum[j]).
+        weights = (exp.sum(dim=1, keepdim=True) * c).reciprocal_().transpose(1, 2)
+        return torch.bmm(exp, weights).view(b, n, d)
 
-        chunk = max(1, min(c, self.max_chunk_elements // max(1, b * d * h * w)))
 
-        def shifted_exp(start: int) -> tuple[Tensor, Tensor]:
-            part = features[:, start : start + chunk]
-            n = part.shape[1]
-            resp = F.conv2d(part.reshape(b * n, 1, h, w), basis, padding=pad) / taps_inside
-            flat = torch.arange(start * d, (start + n) * d, device=features.device)
-            return (resp.view(b, n * d, h, w) - bound).exp(), flat
+def _taps_inside(h: int, w: int, kernel_size: int, device: torch.device) -> Tensor:
+    """(h, w) number of a centred ``k x k`` filter's taps that fall inside an ``h x w`` map."""
+    pad = kernel_size // 2
 
-        denom = features.new_zeros(b, c, h, w)
-        for start in range(0, c, chunk):
-            e, flat = shifted_exp(start)
-            denom = denom.index_add(1, flat % c, e)
-        out = features.new_zeros(b, d, h, w)
-        for start in range(0, c, chunk):
-            e, flat = shifted_exp(start)
-            out = out.index_add(1, flat // c, e / denom[:, flat % c])
-        return out / c
+    def inside(n: int) -> Tensor:
+        i = torch.arange(n, device=device)
+        return ((i + pad).clamp(max=n - 1) - (i - pad).clamp(min=0) + 1).float()
+
+    return inside(h)[:, None] * inside(w)[None, :]
 
 
 class RotaryPositionEmbedding2d(nn.Module):

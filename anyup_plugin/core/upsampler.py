@@ -166,7 +166,8 @@ class FeatureUpsampler(nn.Module):
     def _anyup(self, image: Tensor | None, maps: list[Tensor], sizes: list[Size]) -> list[Tensor]:
         if image is None:
             raise ValueError('AnyUp needs the guidance image, got image=None')
-        return [self.anyup(image, f, output_size=s) for f, s in zip(maps, sizes)]
+        # One call: the image, query and key encoders run once for all maps.
+        return self.anyup(image, maps, output_size=sizes)
 
     def _bilinear(self, features: Tensor, size: Size) -> Tensor:
         if tuple(features.shape[-2:]) == tuple(size):

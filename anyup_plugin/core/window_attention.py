@@ -11,27 +11,79 @@ Blocks of one row group are batched together (column groups padded to the widest
 keys masked, padded queries dropped), and row groups are split into tiles so that the largest
 intermediate stays under a fixed element budget at any output size.
 
-:func:`dense_window_attention_reference` is the straightforward dense masked formulation (as
-in the published code), kept as the parity reference for tests and benchmarks.
+The windows are computed in plain Python (emulating the float32 arithmetic the published
+models were trained with), so the layout is fixed by the shapes alone: the forward has no
+data-dependent control flow and traces with ``torch.export`` and ``torch.compile``. The dense
+masked formulation of the published code, the parity reference, is
+:func:`anyup_plugin.core.reference.dense_window_attention_reference`.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from .checks import is_tracing
+
+Size = tuple[int, int]
+
 __all__ = [
+    'DEFAULT_MAX_TILE_ELEMENTS',
     'AxisGroups',
-    'dense_window_attention_reference',
     'window_bounds',
     'window_groups',
+    'window_pair_count',
     'windowed_attention',
 ]
 
+#: Logits (queries x keys x heads, float32) computed at once: a tile's logits are its largest
+#: intermediate, and 2**22 (16 MiB) bounds them at any output size while each batched matrix
+#: product stays large enough to run at the full matrix-multiply rate.
 DEFAULT_MAX_TILE_ELEMENTS = 2**22
+
+#: float32 has a 24-bit significand.
+_FLOAT32_SIGNIFICAND_BITS = 24
+
+
+def _float32(x: float) -> float:
+    """``x`` rounded to the nearest float32 (ties to even), as a Python float.
+
+    One IEEE operation on float32 operands, done in float64 and rounded once to float32,
+    gives the float32 result exactly (53 >= 2 * 24 + 2 bits), so chaining this after every
+    operation reproduces float32 arithmetic in plain Python.
+    """
+    if x == 0 or not math.isfinite(x):
+        return x
+    mantissa, exponent = math.frexp(x)
+    scaled = round(mantissa * (1 << _FLOAT32_SIGNIFICAND_BITS))  # exact, ties to even
+    return math.ldexp(scaled, exponent - _FLOAT32_SIGNIFICAND_BITS)
+
+
+@torch.compiler.assume_constant_result
+@functools.lru_cache(maxsize=256)
+def _axis_window_bounds(
+    out_size: int, in_size: int, window_ratio: float
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``(start, end)`` feature indices of every output index, in emulated float32.
+
+    A function of its arguments alone (so compilers evaluate it once and keep the result).
+    """
+    if window_ratio <= 0:
+        return (0,) * out_size, (in_size,) * out_size
+    ratio, size_out, size_in = _float32(window_ratio), float(out_size), float(in_size)
+    starts, ends = [], []
+    for i in range(out_size):
+        centre = _float32((i + 0.5) / size_out)
+        low = min(max(_float32(centre - ratio), 0.0), 1.0)
+        high = min(max(_float32(centre + ratio), 0.0), 1.0)
+        starts.append(math.floor(_float32(low * size_in)))
+        ends.append(math.ceil(_float32(high * size_in)))
+    return tuple(starts), tuple(ends)
 
 
 def window_bounds(
@@ -51,13 +103,11 @@ def window_bounds(
     Returns:
         ``(start, end)``, two int64 tensors of shape (out_size,).
     """
-    if window_ratio <= 0:
-        start = torch.zeros(out_size, dtype=torch.long, device=device)
-        return start, torch.full_like(start, in_size)
-    centre = (torch.arange(out_size, device=device, dtype=torch.float32) + 0.5) / out_size
-    start = torch.floor((centre - window_ratio).clamp(0, 1) * in_size).long()
-    end = torch.ceil((centre + window_ratio).clamp(0, 1) * in_size).long()
-    return start, end
+    start, end = _axis_window_bounds(int(out_size), int(in_size), float(window_ratio))
+    return (
+        torch.tensor(start, dtype=torch.long, device=device),
+        torch.tensor(end, dtype=torch.long, device=device),
+    )
 
 
 @dataclass(frozen=True)
@@ -113,12 +163,16 @@ class AxisGroups:
 
         return min(range(1, max(sizes) + 1), key=cost)
 
-    def padded_indices(self, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    @property
+    def keys_padded(self) -> bool:
+        """Whether some group has fewer keys than the widest one."""
+        return any(e - s != self.max_keys for s, e in zip(self.key_start, self.key_end))
+
+    def padded_indices(self, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
         """Gather indices padded to the widest group.
 
         Returns:
             ``query_index`` (G, Q) output indices (padding repeats the group's last index),
-            ``query_valid`` (G * Q,) positions of real queries in the flattened padded layout,
             ``key_index`` (G, K) feature indices (padding repeats the last key) and
             ``key_valid`` (G, K) whether each padded key slot is real.
         """
@@ -129,23 +183,41 @@ class AxisGroups:
             offset = torch.arange(width, device=device)[None, :]
             return start + torch.minimum(offset, count - 1), offset < count
 
-        query_index, query_valid = padded(self.query_start, self.query_end, self.max_queries)
+        query_index, _ = padded(self.query_start, self.query_end, self.max_queries)
         key_index, key_valid = padded(self.key_start, self.key_end, self.max_keys)
-        return query_index, query_valid.flatten().nonzero().squeeze(1), key_index, key_valid
+        return query_index, key_index, key_valid
 
 
 def window_groups(out_size: int, in_size: int, window_ratio: float) -> AxisGroups:
     """Groups the output indices of one axis by their feature window (see :class:`AxisGroups`)."""
-    start, end = window_bounds(out_size, in_size, window_ratio)
-    changed = (start[1:] != start[:-1]) | (end[1:] != end[:-1])
-    first = [0] + (changed.nonzero().squeeze(1) + 1).tolist()
-    last = first[1:] + [out_size]
+    start, end = _axis_window_bounds(int(out_size), int(in_size), float(window_ratio))
+    first = [0] + [
+        i for i in range(1, out_size) if start[i] != start[i - 1] or end[i] != end[i - 1]
+    ]
     return AxisGroups(
         query_start=first,
-        query_end=last,
-        key_start=start[first].tolist(),
-        key_end=end[first].tolist(),
+        query_end=first[1:] + [out_size],
+        key_start=[start[i] for i in first],
+        key_end=[end[i] for i in first],
     )
+
+
+def window_pair_count(out_size: Size, in_size: Size, window_ratio: float) -> int:
+    """Number of (query, key) pairs the windows hold: the attention's exact work.
+
+    Args:
+        out_size: Output (H', W').
+        in_size: Feature (h, w).
+        window_ratio: As in :func:`windowed_attention`.
+
+    Returns:
+        ``sum over output pixels of the keys in their window``.
+    """
+    per_axis = []
+    for n_out, n_in in zip(out_size, in_size):
+        start, end = _axis_window_bounds(int(n_out), int(n_in), float(window_ratio))
+        per_axis.append(sum(e - s for s, e in zip(start, end)))
+    return per_axis[0] * per_axis[1]
 
 
 def windowed_attention(
@@ -176,106 +248,177 @@ def windowed_attention(
         (B, H', W', C) attention output, the convex combination of window values.
     """
     batch, out_h, out_w, _ = queries.shape
-    _, feat_h, feat_w, dim = keys.shape
-    channels = values.shape[-1]
-    head_dim = dim // num_heads
-    device = queries.device
-
+    feat_h, feat_w = keys.shape[1:3]
     rows = window_groups(out_h, feat_h, window_ratio)
     cols = window_groups(out_w, feat_w, window_ratio)
-    cols = cols.split(cols.balanced_width())
-    q_index, _, k_index, k_valid = cols.padded_indices(device)
-    n_groups, q_width = q_index.shape
-    k_width = k_index.shape[1]
-    # Keys and values gathered once per column group, laid out so that any range of feature
-    # rows is a strided view usable by batched matrix products without a copy:
-    # keys (heads, B*G, head_dim, h, K), values (B*G, h, K, C), key mask (G, h, K).
-    # Each is a single gather whose broadcast indices produce that (contiguous) order directly;
-    # a permuted view would cost a copy of every row range instead.
-    row_idx = torch.arange(feat_h, device=device)
-    k_cols = (
-        keys.view(batch, feat_h, feat_w, num_heads, head_dim)
-        .permute(3, 0, 4, 1, 2)[
-            :,
-            :,
-            torch.arange(head_dim, device=device)[None, :, None, None],
-            row_idx[None, None, :, None],
-            k_index[:, None, None, :],
-        ]
-        .reshape(num_heads, batch * n_groups, head_dim, feat_h, k_width)
+    layout = _ColumnLayout.build(cols.split(cols.balanced_width()), queries.device)
+    window_keys = _WindowColumns.gather(keys, values, layout, num_heads)
+    # Without autograd (and outside tracing) the tiles are written into one buffer and the
+    # softmax runs in place; otherwise tiles are built out of place and concatenated. (A query
+    # transform may hold parameters, so it counts as needing gradients.)
+    functional = is_tracing() or (
+        torch.is_grad_enabled()
+        and (query_transform is not None or any(t.requires_grad for t in (queries, keys, values)))
     )
-    v_cols = values[:, row_idx[None, :, None], k_index[:, None, :]].reshape(
-        batch * n_groups, feat_h, k_width, channels
-    )
-    key_pad = None
-    if not bool(k_valid.all()):
-        key_pad = (~k_valid)[:, None, :].expand(n_groups, feat_h, k_width)
-    # Where each output column sits in the padded (group, query) layout.
-    col_group = torch.repeat_interleave(
-        torch.arange(n_groups, device=device),
-        torch.tensor([e - s for s, e in zip(cols.query_start, cols.query_end)], device=device),
-    )
-    col_offset = (
-        torch.arange(out_w, device=device)
-        - torch.tensor(cols.query_start, device=device)[col_group]
-    )
-
-    # With autograd the tiles are concatenated; without, they are written into one buffer.
-    # (A query transform may hold parameters, so it counts as needing gradients.)
-    track_grad = torch.is_grad_enabled() and (
-        query_transform is not None or any(t.requires_grad for t in (queries, keys, values))
-    )
-    out_dtype = values.dtype if torch.is_autocast_enabled() else torch.result_type(values, keys)
     output = None
-    if not track_grad:
-        output = values.new_empty(batch, out_h, out_w, channels, dtype=out_dtype)
+    if not functional:
+        out_dtype = values.dtype if torch.is_autocast_enabled() else torch.result_type(values, keys)
+        output = values.new_empty(batch, out_h, out_w, values.shape[-1], dtype=out_dtype)
     pieces = []
-
     for q_start, q_end, k_start, k_end in zip(
         rows.query_start, rows.query_end, rows.key_start, rows.key_end
     ):
-        n_keys = (k_end - k_start) * k_width
-        k_tile = k_cols[:, :, :, k_start:k_end].reshape(
-            num_heads, batch * n_groups, head_dim, n_keys
-        )
-        v_tile = v_cols[:, k_start:k_end].reshape(batch * n_groups, n_keys, channels)
-        mask = None
-        if key_pad is not None:
-            mask = key_pad[:, k_start:k_end].reshape(1, n_groups, 1, n_keys)
-            mask = mask.expand(batch, -1, -1, -1).reshape(1, batch * n_groups, 1, n_keys)
-
-        per_row = batch * num_heads * n_groups * q_width * n_keys
+        k_tile, v_tile, mask = window_keys.rows(k_start, k_end)
+        per_row = batch * num_heads * layout.num_groups * layout.width * k_tile.shape[-1]
         rows_per_tile = max(1, max_tile_elements // per_row)
         for r0 in range(q_start, q_end, rows_per_tile):
             n_rows = min(r0 + rows_per_tile, q_end) - r0
             q_tile = queries[:, r0 : r0 + n_rows]
             if query_transform is not None:
                 q_tile = query_transform(q_tile)
-            # Gather the padded (group, row, query) layout: (B*G, n*Q, D).
-            gather = (
-                torch.arange(n_rows, device=device)[None, :, None] * out_w + q_index[:, None, :]
-            ).flatten()
-            q_tile = q_tile.reshape(batch, n_rows * out_w, dim).index_select(1, gather)
-            q_tile = q_tile.view(batch * n_groups, n_rows * q_width, dim)
-            attn = _head_averaged_softmax(q_tile, k_tile, mask, in_place=not track_grad)
-            out = torch.bmm(attn.to(v_tile.dtype), v_tile).view(
-                batch, n_groups * n_rows * q_width, channels
+            attn = _head_averaged_softmax(
+                layout.gather_queries(q_tile), k_tile, mask, in_place=not functional
             )
-            # Back to output order: column j of row r sits at (group(j), r, offset(j)).
-            scatter = (
-                col_group[None, :] * (n_rows * q_width)
-                + torch.arange(n_rows, device=device)[:, None] * q_width
-                + col_offset[None, :]
-            ).flatten()
+            out = torch.bmm(attn.to(v_tile.dtype), v_tile).view(batch, -1, v_tile.shape[-1])
             if output is None:
-                pieces.append(out.index_select(1, scatter).view(batch, n_rows, out_w, channels))
-                continue
-            out = out.to(output.dtype)
-            for b in range(batch):
-                torch.index_select(
-                    out[b], 0, scatter, out=output[b, r0 : r0 + n_rows].view(-1, channels)
+                pieces.append(layout.scatter_outputs(out, n_rows))
+            else:
+                layout.scatter_outputs(
+                    out.to(output.dtype), n_rows, into=output[:, r0 : r0 + n_rows]
                 )
     return output if output is not None else torch.cat(pieces, dim=1)
+
+
+@dataclass(frozen=True)
+class _ColumnLayout:
+    """The padded (column group, query slot) layout of the output columns.
+
+    Attributes:
+        query_index: (G, Q) output column of every query slot (padding repeats the last one).
+        key_index: (G, K) feature column of every key slot (padding repeats the last one).
+        key_padding: (G, K) True at padded key slots, or None when every group is full.
+        column_group: (W',) group of every output column.
+        column_offset: (W',) slot of every output column within its group.
+    """
+
+    query_index: Tensor
+    key_index: Tensor
+    key_padding: Tensor | None
+    column_group: Tensor
+    column_offset: Tensor
+
+    @classmethod
+    def build(cls, cols: AxisGroups, device: torch.device) -> _ColumnLayout:
+        query_index, key_index, key_valid = cols.padded_indices(device)
+        group, offset = [], []
+        for g, (start, end) in enumerate(zip(cols.query_start, cols.query_end)):
+            group += [g] * (end - start)
+            offset += range(end - start)
+        return cls(
+            query_index=query_index,
+            key_index=key_index,
+            key_padding=~key_valid if cols.keys_padded else None,
+            column_group=torch.tensor(group, device=device),
+            column_offset=torch.tensor(offset, device=device),
+        )
+
+    @property
+    def num_groups(self) -> int:
+        return self.query_index.shape[0]
+
+    @property
+    def width(self) -> int:
+        """Query slots per group."""
+        return self.query_index.shape[1]
+
+    def gather_queries(self, q_tile: Tensor) -> Tensor:
+        """(B, n, W', D) queries of ``n`` output rows -> (B*G, n*Q, D), (group, row, slot) order."""
+        batch, n_rows, out_w, dim = q_tile.shape
+        gather = (
+            torch.arange(n_rows, device=q_tile.device)[None, :, None] * out_w
+            + self.query_index[:, None, :]
+        ).flatten()
+        q_tile = q_tile.reshape(batch, n_rows * out_w, dim).index_select(1, gather)
+        return q_tile.view(batch * self.num_groups, n_rows * self.width, dim)
+
+    def scatter_outputs(self, out: Tensor, n_rows: int, into: Tensor | None = None) -> Tensor:
+        """(B, G*n*Q, C) padded-layout outputs -> (B, n, W', C) in output order.
+
+        With ``into`` ((B, n, W', C)) the result is written there, one batch item at a time,
+        without an intermediate copy.
+        """
+        batch, _, channels = out.shape
+        # Column j of row r sits at (group(j), r, offset(j)).
+        scatter = (
+            self.column_group[None, :] * (n_rows * self.width)
+            + torch.arange(n_rows, device=out.device)[:, None] * self.width
+            + self.column_offset[None, :]
+        ).flatten()
+        if into is None:
+            return out.index_select(1, scatter).view(batch, n_rows, -1, channels)
+        for b in range(batch):
+            torch.index_select(out[b], 0, scatter, out=into[b].view(-1, channels))
+        return into
+
+
+@dataclass(frozen=True)
+class _WindowColumns:
+    """Keys and values gathered once per column group, for slicing by feature rows.
+
+    The layouts make any range of feature rows a strided view usable by batched matrix
+    products without a copy: ``keys`` (heads, B*G, head_dim, h, K), ``values``
+    (B*G, h, K, C), ``key_padding`` (G, h, K) or None.
+    """
+
+    keys: Tensor
+    values: Tensor
+    key_padding: Tensor | None
+    batch: int
+
+    @classmethod
+    def gather(
+        cls, keys: Tensor, values: Tensor, layout: _ColumnLayout, num_heads: int
+    ) -> _WindowColumns:
+        batch, feat_h, feat_w, dim = keys.shape
+        head_dim, device = dim // num_heads, keys.device
+        n_groups, k_width = layout.key_index.shape
+        # One gather each, whose broadcast indices produce the final (contiguous) order
+        # directly; a permuted view would cost a copy of every row range instead.
+        row_idx = torch.arange(feat_h, device=device)
+        k_cols = (
+            keys.view(batch, feat_h, feat_w, num_heads, head_dim)
+            .permute(3, 0, 4, 1, 2)[
+                :,
+                :,
+                torch.arange(head_dim, device=device)[None, :, None, None],
+                row_idx[None, None, :, None],
+                layout.key_index[:, None, None, :],
+            ]
+            .reshape(num_heads, batch * n_groups, head_dim, feat_h, k_width)
+        )
+        v_cols = values[:, row_idx[None, :, None], layout.key_index[:, None, :]].reshape(
+            batch * n_groups, feat_h, k_width, values.shape[-1]
+        )
+        key_pad = None
+        if layout.key_padding is not None:
+            key_pad = layout.key_padding[:, None, :].expand(n_groups, feat_h, k_width)
+        return cls(k_cols, v_cols, key_pad, batch)
+
+    def rows(self, start: int, end: int) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Keys (heads, B*G, head_dim, n), values (B*G, n, C) and mask of feature rows [start, end).
+
+        The mask, None when nothing is padded, broadcasts to (heads, B*G, queries, n).
+        """
+        num_heads, bg, head_dim = self.keys.shape[:3]
+        n_keys = (end - start) * self.keys.shape[-1]
+        k_tile = self.keys[:, :, :, start:end].reshape(num_heads, bg, head_dim, n_keys)
+        v_tile = self.values[:, start:end].reshape(bg, n_keys, self.values.shape[-1])
+        mask = None
+        if self.key_padding is not None:
+            n_groups = self.key_padding.shape[0]
+            mask = self.key_padding[:, start:end].reshape(1, n_groups, 1, n_keys)
+            mask = mask.expand(self.batch, -1, -1, -1).reshape(1, bg, 1, n_keys)
+        return k_tile, v_tile, mask
 
 
 def _head_averaged_softmax(
@@ -313,40 +456,3 @@ def _head_averaged_softmax(
     logits.sub_(logits.amax(dim=-1, keepdim=True)).exp_()
     logits.div_(logits.sum(dim=-1, keepdim=True))
     return logits.mean(dim=0)
-
-
-def dense_window_attention_reference(
-    queries: Tensor, keys: Tensor, values: Tensor, window_ratio: float, num_heads: int
-) -> Tensor:
-    """Dense masked attention over all ``H'W' x hw`` pairs: the parity reference.
-
-    Memory grows with ``H' * W' * h * w``; use only for tests and benchmarks.
-
-    Args:
-        queries: (B, H', W', D) projected, scaled queries.
-        keys: (B, h, w, D) projected keys.
-        values: (B, h, w, C) values.
-        window_ratio: As in :func:`windowed_attention`.
-        num_heads: As in :func:`windowed_attention`.
-
-    Returns:
-        (B, H', W', C).
-    """
-    batch, out_h, out_w, dim = queries.shape
-    _, feat_h, feat_w, _ = keys.shape
-    head_dim = dim // num_heads
-    q = queries.reshape(batch, out_h * out_w, num_heads, head_dim).transpose(1, 2)
-    k = keys.reshape(batch, feat_h * feat_w, num_heads, head_dim).transpose(1, 2)
-    logits = (q @ k.transpose(-1, -2)).float()
-    row_start, row_end = window_bounds(out_h, feat_h, window_ratio, queries.device)
-    col_start, col_end = window_bounds(out_w, feat_w, window_ratio, queries.device)
-    fr = torch.arange(feat_h, device=queries.device)
-    fc = torch.arange(feat_w, device=queries.device)
-    row_ok = (fr[None, :] >= row_start[:, None]) & (fr[None, :] < row_end[:, None])
-    col_ok = (fc[None, :] >= col_start[:, None]) & (fc[None, :] < col_end[:, None])
-    allowed = (row_ok[:, None, :, None] & col_ok[None, :, None, :]).reshape(
-        out_h * out_w, feat_h * feat_w
-    )
-    attn = logits.masked_fill(~allowed, float('-inf')).softmax(dim=-1).mean(dim=1)
-    out = attn.to(values.dtype) @ values.reshape(batch, feat_h * feat_w, -1)
-    return out.view(batch, out_h, out_w, -1)

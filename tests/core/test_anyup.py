@@ -10,6 +10,7 @@ import torch
 
 from anyup_plugin import AnyUp
 from anyup_plugin.core.fused_encoder import fused_encoder_forward
+from anyup_plugin.core.reference import reference_upsample
 
 GOLDEN = Path(__file__).parents[1] / 'data' / 'anyup_golden.pt'
 
@@ -65,16 +66,37 @@ def test_golden_catches_a_skipped_parameter(golden, published):
     assert rel > 1e-3
 
 
-def test_fused_encoders_match_modules(published):
+@pytest.mark.parametrize('batch', [1, 2])
+def test_fused_encoders_match_modules(published, batch):
     torch.manual_seed(0)
-    image = torch.randn(2, 3, 37, 29)
+    image = torch.randn(batch, 3, 37, 29)
+    query_sizes, key_sizes = [(20, 30), (37, 29)], [(5, 4), (3, 3)]
+    m = published
     with torch.no_grad():
-        q_fused, k_fused = fused_encoder_forward(published, image, (20, 30), (5, 4))
-        enc = published.rope(published.image_encoder(image))
-        q = torch.nn.functional.adaptive_avg_pool2d(published.query_encoder(enc), (20, 30))
-        k = torch.nn.functional.adaptive_avg_pool2d(published.key_encoder(enc), (5, 4))
+        q_fused, k_fused = fused_encoder_forward(
+            image, m.image_encoder, m.query_encoder, m.key_encoder, m.rope, query_sizes, key_sizes
+        )
+        enc = m.rope(m.image_encoder(image))
+        pool = torch.nn.functional.adaptive_avg_pool2d
+        q = [pool(m.query_encoder(enc), s) for s in query_sizes]
+        k = [pool(m.key_encoder(enc), s) for s in key_sizes]
     torch.testing.assert_close(q_fused, q, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(k_fused, k, rtol=1e-4, atol=1e-4)
+
+
+def test_named_parts_are_the_checkpoint_layers(golden):
+    """Named accessors point at the layers the published key names hold."""
+    model = AnyUp()
+    assert set(model.state_dict()) == set(golden['state_dict'])
+    block = model.query_encoder.blocks[1]
+    assert block is model.query_encoder[2]
+    params = dict(model.named_parameters())
+    assert block.norm1.weight is params['query_encoder.2.block.0.weight']
+    assert block.conv1.weight is params['query_encoder.2.block.2.weight']
+    assert block.norm2.bias is params['query_encoder.2.block.3.bias']
+    assert block.conv2.weight is params['query_encoder.2.block.5.weight']
+    assert model.image_encoder.first_layer.weight is params['image_encoder.0.weight']
+    assert model.key_features_encoder.first_layer.basis is params['key_features_encoder.0.basis']
 
 
 @pytest.mark.parametrize(
@@ -260,13 +282,16 @@ def test_from_pretrained_offline_says_where_to_put_the_file(tmp_path, monkeypatc
         AnyUp.from_pretrained(tmp_path / 'missing.pth')
 
 
-def test_reference_forward_matches_forward(published, golden):
-    case = golden['cases'][2]
+@pytest.mark.parametrize('case_index', [1, 2])
+def test_reference_matches_forward_and_golden(published, golden, case_index):
+    case = golden['cases'][case_index]
     published.window_ratio = case['window_ratio']
     with torch.no_grad():
         fast = published(case['image'], case['features'], case['output_size'])
-        ref = published.reference_forward(case['image'], case['features'], case['output_size'])
+        ref = reference_upsample(published, case['image'], case['features'], case['output_size'])
     torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-5)
+    rel, max_abs = _errors(ref[:, case['channel_index']], case['expected'])
+    assert rel <= 1e-4 and max_abs <= 1e-3
 
 
 def test_set_trainable_keeps_the_unused_parameters_frozen():

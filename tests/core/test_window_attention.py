@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from anyup_plugin.core.reference import dense_window_attention_reference
 from anyup_plugin.core.window_attention import (
-    dense_window_attention_reference,
     window_bounds,
     window_groups,
     windowed_attention,
