@@ -13,26 +13,52 @@ from .datasets import (
     CheckedSegDataset,
     CocoStuff27Dataset,
     DatasetCheckError,
+    NYUv2DepthDataset,
+    NYUv2NormalsDataset,
     VOC2012Dataset,
 )
-from .decode_heads import LinearProbeHead
-from .evaluation import PresentClassIoUMetric
+from .decode_heads import DepthProbeHead, LinearProbeHead, NormalProbeHead
+from .evaluation import NYUDepthMetric, NYUNormalMetric, PresentClassIoUMetric
+from .losses import ProbeDepthLoss, ProbeNormalLoss
 from .necks import AnyUpNeck, BilinearNeck, ImageGuidedNeck
-from .segmentors import AnyUpEncoderDecoder
-from .transforms import ResizeShortSide, SegCenterCrop
+from .segmentors import AnyUpDepthEstimator, AnyUpEncoderDecoder, AnyUpNormalEstimator
+from .transforms import (
+    LoadNYUAnnotations,
+    NYURandomResizedCrop,
+    NYUResize,
+    PackNYUInputs,
+    RandomColorJitter,
+    ResizeShortSide,
+    SegCenterCrop,
+)
 
 __all__ = [
     'ADE20K151Dataset',
+    'AnyUpDepthEstimator',
     'AnyUpEncoderDecoder',
     'AnyUpNeck',
+    'AnyUpNormalEstimator',
     'BilinearNeck',
     'CheckedSegDataset',
     'CocoStuff27Dataset',
     'DatasetCheckError',
+    'DepthProbeHead',
     'FrozenTimmBackbone',
     'ImageGuidedNeck',
     'LinearProbeHead',
+    'LoadNYUAnnotations',
+    'NYUDepthMetric',
+    'NYUNormalMetric',
+    'NYURandomResizedCrop',
+    'NYUResize',
+    'NYUv2DepthDataset',
+    'NYUv2NormalsDataset',
+    'NormalProbeHead',
+    'PackNYUInputs',
     'PresentClassIoUMetric',
+    'ProbeDepthLoss',
+    'ProbeNormalLoss',
+    'RandomColorJitter',
     'ResizeShortSide',
     'SegCenterCrop',
     'VOC2012Dataset',

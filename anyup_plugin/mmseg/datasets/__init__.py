@@ -3,6 +3,9 @@
 from .ade20k151 import ADE20K151Dataset
 from .checked_dataset import CheckedSegDataset, DatasetCheckError
 from .coco_stuff27 import COARSE_CLASSES, FINE_TO_COARSE, CocoStuff27Dataset
+from .nyu_dataset import NYUv2Dataset
+from .nyu_depth import NYUv2DepthDataset
+from .nyu_normals import NYUv2NormalsDataset
 from .voc2012 import VOC2012Dataset
 
 __all__ = [
@@ -12,5 +15,8 @@ __all__ = [
     'CheckedSegDataset',
     'CocoStuff27Dataset',
     'DatasetCheckError',
+    'NYUv2Dataset',
+    'NYUv2DepthDataset',
+    'NYUv2NormalsDataset',
     'VOC2012Dataset',
 ]
