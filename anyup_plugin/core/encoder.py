@@ -138,6 +138,50 @@ def _model_filter_fn(model: nn.Module) -> Callable[..., Any] | None:
     return fn if callable(fn) else None
 
 
+def _weights_source(model_name: str) -> str:
+    """Where timm's pretrained weights of ``model_name`` can be downloaded from."""
+    try:
+        cfg = _import_timm().models.get_pretrained_cfg(model_name)
+    except Exception:  # unknown names were rejected earlier; be safe in error paths
+        cfg = None
+    if cfg is not None and cfg.hf_hub_id:
+        return f'https://huggingface.co/{cfg.hf_hub_id} (its model.safetensors)'
+    if cfg is not None and cfg.url:
+        return cfg.url
+    return f"timm (timm.create_model('{model_name}', pretrained=True), then save its state_dict)"
+
+
+def _strip_wrapper_prefix(
+    state_dict: dict[str, Any], reference: Mapping[str, Tensor]
+) -> dict[str, Any]:
+    """Removes the ``'model.'`` prefix of a checkpoint saved from this wrapper."""
+    if not any(k in reference for k in state_dict) and all(
+        k.startswith('model.') for k in state_dict
+    ):
+        return {k[len('model.') :]: v for k, v in state_dict.items()}
+    return state_dict
+
+
+def _raise_on_mismatch(
+    mismatch: tuple[list[str], list[str], list[str]], source: str, model_name: str
+) -> None:
+    """Raises ``ValueError`` naming every missing, unexpected and mis-shaped key, if any."""
+    missing, unexpected, wrong_shape = mismatch
+    problems = []
+    if missing:
+        problems.append(f'{len(missing)} missing key(s): {_format_keys(missing)}')
+    if unexpected:
+        problems.append(f'{len(unexpected)} unexpected key(s): {_format_keys(unexpected)}')
+    if wrong_shape:
+        problems.append(
+            f'{len(wrong_shape)} key(s) with the wrong shape: {_format_keys(wrong_shape)}'
+        )
+    if problems:
+        raise ValueError(
+            f'{source} does not match timm model {model_name!r}: ' + '; '.join(problems)
+        )
+
+
 class FrozenTimmEncoder(nn.Module):
     """A frozen timm model that returns dense feature maps of chosen layers.
 
@@ -290,8 +334,9 @@ class FrozenTimmEncoder(nn.Module):
             raise RuntimeError(
                 f'could not load timm pretrained weights for {model_name!r} '
                 f'({type(exc).__name__}: {exc}). If this machine cannot download them, '
-                'fetch the weights elsewhere and pass checkpoint=<local file> instead of '
-                'pretrained=True'
+                f'download them on a machine with internet from {_weights_source(model_name)}, '
+                'put the file on this machine (e.g. checkpoints/) and pass '
+                'checkpoint=<that file> instead of pretrained=True'
             ) from exc
 
     @staticmethod
@@ -333,13 +378,29 @@ class FrozenTimmEncoder(nn.Module):
             checkpoint: Path to the checkpoint file (``torch.save`` output or ``.safetensors``).
 
         Raises:
-            FileNotFoundError: The file does not exist.
+            FileNotFoundError: The file does not exist (the message says where to download
+                the weights and where to put them).
             ValueError: The file cannot be read as a state dict, or keys are missing,
                 unexpected or of the wrong shape (all named in the message).
         """
         path = os.fspath(checkpoint)
+        reference = self.model.state_dict()
+        state_dict = self._drop_unused_classifier(
+            _strip_wrapper_prefix(self._read_state_dict(path), reference), reference
+        )
+        state_dict, mismatch = self._match_with_timm_filter(state_dict, reference, path)
+        _raise_on_mismatch(mismatch, f'checkpoint {path!r}', self.model_name)
+        self.model.load_state_dict(state_dict, strict=True)
+        logger.info('Loaded %d tensors from %s into %s', len(state_dict), path, self.model_name)
+
+    def _read_state_dict(self, path: str) -> dict[str, Any]:
+        """Reads ``path`` with timm's loader (tensors only), as a dict of named tensors."""
         if not os.path.isfile(path):
-            raise FileNotFoundError(f'checkpoint {path!r} does not exist or is not a file')
+            raise FileNotFoundError(
+                f'backbone checkpoint {path!r} does not exist or is not a file. Download the '
+                f'weights of timm model {self.model_name!r} on a machine with internet, from '
+                f'{_weights_source(self.model_name)}, and place the file at {path}'
+            )
         timm = _import_timm()
         load_kwargs: dict[str, Any] = {'use_ema': True}
         if 'weights_only' in inspect.signature(timm.models.load_state_dict).parameters:
@@ -356,50 +417,34 @@ class FrozenTimmEncoder(nn.Module):
                 f'checkpoint {path!r} must hold a state dict (a mapping of parameter names to '
                 f'tensors), got {type(state_dict).__name__}'
             )
-        state_dict = dict(state_dict)
-        reference = self.model.state_dict()
+        return dict(state_dict)
 
-        if not any(k in reference for k in state_dict) and all(
-            k.startswith('model.') for k in state_dict
-        ):
-            state_dict = {k[len('model.') :]: v for k, v in state_dict.items()}
-        state_dict = self._drop_unused_classifier(state_dict, reference)
+    def _match_with_timm_filter(
+        self, state_dict: dict[str, Any], reference: Mapping[str, Tensor], path: str
+    ) -> tuple[dict[str, Any], tuple[list[str], list[str], list[str]]]:
+        """Applies timm's checkpoint filter when the keys do not match the model as they are.
 
+        Returns whichever of the original and the filtered state dict matches the model better,
+        with its (missing, unexpected, wrong-shape) keys.
+        """
         mismatch = _state_dict_mismatch(state_dict, reference)
         filter_fn = _model_filter_fn(self.model)
-        if any(mismatch) and filter_fn is not None:
-            # Not timm's own key layout: let timm's filter for the architecture remap it, and
-            # keep whichever version matches the model better (for the error message).
+        if not any(mismatch) or filter_fn is None:
+            return state_dict, mismatch
+        # Not timm's own key layout: let timm's filter for the architecture remap it.
+        try:
             try:
-                try:
-                    filtered = filter_fn(dict(state_dict), self.model)
-                except TypeError:  # older filters take only the state dict
-                    filtered = filter_fn(dict(state_dict))
-            except Exception as exc:  # timm's filters assume their own source formats
-                logger.debug('timm checkpoint filter failed on %s: %s', path, exc)
-            else:
-                filtered = self._drop_unused_classifier(dict(filtered), reference)
-                filtered_mismatch = _state_dict_mismatch(filtered, reference)
-                if sum(map(len, filtered_mismatch)) < sum(map(len, mismatch)):
-                    state_dict, mismatch = filtered, filtered_mismatch
-
-        missing, unexpected, wrong_shape = mismatch
-        if missing or unexpected or wrong_shape:
-            problems = []
-            if missing:
-                problems.append(f'{len(missing)} missing key(s): {_format_keys(missing)}')
-            if unexpected:
-                problems.append(f'{len(unexpected)} unexpected key(s): {_format_keys(unexpected)}')
-            if wrong_shape:
-                problems.append(
-                    f'{len(wrong_shape)} key(s) with the wrong shape: {_format_keys(wrong_shape)}'
-                )
-            raise ValueError(
-                f'checkpoint {path!r} does not match timm model {self.model_name!r}: '
-                + '; '.join(problems)
-            )
-        self.model.load_state_dict(state_dict, strict=True)
-        logger.info('Loaded %d tensors from %s into %s', len(state_dict), path, self.model_name)
+                filtered = filter_fn(dict(state_dict), self.model)
+            except TypeError:  # older filters take only the state dict
+                filtered = filter_fn(dict(state_dict))
+        except Exception as exc:  # timm's filters assume their own source formats
+            logger.debug('timm checkpoint filter failed on %s: %s', path, exc)
+            return state_dict, mismatch
+        filtered = self._drop_unused_classifier(dict(filtered), reference)
+        filtered_mismatch = _state_dict_mismatch(filtered, reference)
+        if sum(map(len, filtered_mismatch)) < sum(map(len, mismatch)):
+            return filtered, filtered_mismatch
+        return state_dict, mismatch
 
     def _drop_unused_classifier(
         self, state_dict: dict[str, Any], reference: Mapping[str, Tensor]

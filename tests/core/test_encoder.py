@@ -250,9 +250,14 @@ def test_checkpoint_of_another_architecture_fails(tmp_path):
         tiny_encoder(checkpoint=path)
 
 
-def test_missing_checkpoint_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match='nope.pth'):
-        tiny_encoder(checkpoint=tmp_path / 'nope.pth')
+def test_missing_checkpoint_file_says_where_to_download_it_and_where_to_put_it(tmp_path):
+    path = tmp_path / 'nope.pth'
+    with pytest.raises(FileNotFoundError) as info:
+        tiny_encoder(checkpoint=path)
+    message = str(info.value)
+    assert f'backbone checkpoint {str(path)!r} does not exist' in message
+    assert 'https://huggingface.co/timm/vit_small_patch14_dinov2.lvd142m' in message
+    assert message.endswith(f'place the file at {path}')
 
 
 def test_pretrained_and_checkpoint_are_exclusive(tmp_path):
@@ -272,6 +277,7 @@ def test_pretrained_offline_says_to_pass_checkpoint(monkeypatch):
     with pytest.raises(RuntimeError, match='checkpoint=') as info:
         tiny_encoder(pretrained=True)
     assert 'Network is unreachable' in str(info.value)
+    assert 'from https://huggingface.co/timm/vit_small_patch14_dinov2.lvd142m' in str(info.value)
 
 
 # ------------------------------------------------------------------------------ bad inputs
