@@ -22,6 +22,11 @@ from .checks import (
     is_tracing,
 )
 from .fused_encoder import fused_encoder_forward
+from .hub import (
+    PUBLISHED_CHECKPOINTS,
+    load_pretrained,
+    published_cache_path,
+)
 from .layers import (
     CrossAttentionBlock,
     Encoder,
@@ -38,14 +43,6 @@ from .window_attention import (
 __all__ = ['PUBLISHED_CHECKPOINTS', 'STAGES', 'AnyUp', 'StageRunner']
 
 logger = logging.getLogger(__name__)
-
-#: The published checkpoints (CC-BY-4.0, by the AnyUp authors), by name.
-PUBLISHED_CHECKPOINTS: dict[str, str] = {
-    'anyup_paper': 'https://github.com/wimmerth/anyup/releases/download/checkpoint/anyup_paper.pth',
-    'anyup_multi_backbone': (
-        'https://github.com/wimmerth/anyup/releases/download/checkpoint_v2/anyup_multi_backbone.pth'
-    ),
-}
 
 Size = tuple[int, int]
 
@@ -429,7 +426,11 @@ class AnyUp(nn.Module):
         map_location: str | torch.device = 'cpu',
         **kwargs: Any,
     ) -> AnyUp:
-        """Builds an AnyUp model and loads published or local weights.
+        """Builds an AnyUp model for published or local weights and loads them.
+
+        The architecture comes from the weights: widths from the tensor shapes, the rest from
+        the JSON file the trainer writes beside its exports (see :mod:`anyup_plugin.core.hub`),
+        else the published values; ``kwargs`` override both.
 
         Args:
             name_or_path: A local checkpoint file (a plain state dict, or a dict holding one
@@ -446,49 +447,8 @@ class AnyUp(nn.Module):
             FileNotFoundError: A path that does not exist, or a published name that is not
                 cached and cannot be downloaded (the message says where to put the file).
         """
-        state_dict = load_checkpoint_state_dict(name_or_path, map_location)
-        model = cls(**kwargs)
-        model.load_state_dict(state_dict)
-        return model.eval()
+        return load_pretrained(cls, name_or_path, map_location=map_location, **kwargs)
 
 
-def _published_cache_path(name: str) -> str:
-    url = PUBLISHED_CHECKPOINTS[name]
-    return os.path.join(torch.hub.get_dir(), 'checkpoints', os.path.basename(url))
-
-
-def load_checkpoint_state_dict(
-    name_or_path: str | os.PathLike, map_location: str | torch.device = 'cpu'
-) -> dict[str, Tensor]:
-    """Reads an AnyUp state dict from a local file or a published name (see ``from_pretrained``).
-
-    Files are read with ``torch.load(weights_only=True)``: a checkpoint can hold tensors and
-    plain containers, never code.
-    """
-    name = os.fspath(name_or_path)
-    if name in PUBLISHED_CHECKPOINTS and not os.path.isfile(name):
-        cached = _published_cache_path(name)
-        if not os.path.isfile(cached):
-            os.makedirs(os.path.dirname(cached), exist_ok=True)
-            try:
-                torch.hub.download_url_to_file(PUBLISHED_CHECKPOINTS[name], cached, progress=False)
-            except Exception as err:
-                raise FileNotFoundError(
-                    f'Could not download the published AnyUp checkpoint {name!r} '
-                    f'({type(err).__name__}: {err}). Download it on a machine with internet '
-                    f'from {PUBLISHED_CHECKPOINTS[name]} and place it at {cached}, or pass the '
-                    'local file path instead of the name.'
-                ) from err
-        name = cached
-    elif not os.path.isfile(name):
-        raise FileNotFoundError(
-            f'AnyUp checkpoint {name!r} is neither an existing file nor a published name '
-            f'({", ".join(PUBLISHED_CHECKPOINTS)})'
-        )
-    state = torch.load(name, map_location=map_location, weights_only=True)
-    for key in ('state_dict', 'model'):
-        if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
-            state = state[key]
-    if not isinstance(state, Mapping):
-        raise ValueError(f'{name} does not hold a state dict (got {type(state).__name__})')
-    return dict(state)
+# Importable from here as before; the implementation lives in .hub.
+_published_cache_path = published_cache_path

@@ -18,7 +18,7 @@ the scope with ``default_scope = 'anyup_plugin'`` and
 from anyup_plugin import engine  # noqa: F401  (registers WeightsOnlyCheckpointHook)
 
 from .dataset import IMAGE_EXTENSIONS, ImageFolderDataset, build_size_index
-from .hooks import ExportStudentHook, save_plain_state_dict
+from .hooks import ExportStudentHook
 from .loops import ResumableInfiniteSampler, ResumableIterBasedTrainLoop
 from .losses import ReconstructionLoss, cosine_loss_map, minmax_mse_map, reconstruction_loss
 from .metric import UpsamplingMetric
@@ -32,7 +32,6 @@ from .transforms import (
     PackAnyUpInputs,
     ResizeCenterCrop,
     resize_square,
-    skipped_image_count,
 )
 
 __all__ = [
@@ -69,6 +68,4 @@ __all__ = [
     'offsets_from_keys',
     'reconstruction_loss',
     'resize_square',
-    'save_plain_state_dict',
-    'skipped_image_count',
 ]

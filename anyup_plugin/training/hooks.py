@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import os.path as osp
-import tempfile
 from typing import Any
 
 import torch
@@ -12,33 +11,11 @@ from mmengine.dist import master_only
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
+from anyup_plugin.core.hub import hyper_parameters_path, save_pretrained
+
 from .registry import HOOKS
 
-__all__ = ['ExportStudentHook', 'save_plain_state_dict']
-
-
-def save_plain_state_dict(module: torch.nn.Module, path: str) -> None:
-    """Saves ``module.state_dict()`` as a plain dict of float CPU tensors, atomically.
-
-    The file loads with ``torch.load(path, weights_only=True)`` and then
-    ``AnyUp.load_state_dict`` (or ``AnyUp.from_pretrained(path)``).
-
-    Args:
-        module: The module (the student).
-        path: Output file; written to a temporary file first and renamed, so a kill never
-            leaves a half-written file under this name.
-    """
-    state = {k: v.detach().to('cpu').clone().contiguous() for k, v in module.state_dict().items()}
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.tmp_', suffix='.pth', dir=folder)
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
+__all__ = ['ExportStudentHook']
 
 
 @HOOKS.register_module()
@@ -47,8 +24,11 @@ class ExportStudentHook(Hook):
 
     Files (in ``out_dir``, default the work directory): ``anyup_student_iter_<n>.pth`` every
     ``interval`` iterations and at the end of training, and ``anyup_student_latest.pth``, a
-    copy of the newest. They hold the published key names, so
-    ``AnyUp.from_pretrained('work_dirs/.../anyup_student_latest.pth')`` loads them.
+    copy of the newest. They are plain state dicts with the published key names, each with
+    its hyper-parameters in a ``.json`` file of the same name beside it
+    (:func:`~anyup_plugin.core.hub.save_pretrained`), so
+    ``AnyUp.from_pretrained('work_dirs/.../anyup_student_latest.pth')`` rebuilds and loads
+    the student whatever its widths.
 
     Args:
         interval: Save every this many training iterations (<= 0: only at the end).
@@ -85,15 +65,16 @@ class ExportStudentHook(Hook):
         out_dir = self.out_dir or runner.work_dir
         student = self._student(runner)
         path = osp.join(out_dir, f'anyup_student_iter_{step}.pth')
-        save_plain_state_dict(student, path)
-        save_plain_state_dict(student, osp.join(out_dir, 'anyup_student_latest.pth'))
+        save_pretrained(student, path)
+        save_pretrained(student, osp.join(out_dir, 'anyup_student_latest.pth'))
         runner.logger.info(f'Saved the student as a plain state dict: {path}')
         self._saved.append(path)
         if self.max_keep > 0:
             while len(self._saved) > self.max_keep:
                 old = self._saved.pop(0)
-                if osp.exists(old):
-                    os.remove(old)
+                for file in (old, hyper_parameters_path(old)):
+                    if osp.exists(file):
+                        os.remove(file)
 
     def after_train_iter(
         self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None
