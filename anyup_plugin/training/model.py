@@ -143,10 +143,9 @@ class AnyUpTrainer(BaseModel):
             data_preprocessor = build_model(data_preprocessor)
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.student = build_model(student) if isinstance(student, Mapping) else student
-        for name, param in self.student.named_parameters():
-            if name.startswith(AnyUp.UNUSED_PARAMETER_PREFIXES):
-                # Never used in the forward pass: freezing keeps DDP from waiting for them.
-                param.requires_grad_(False)
+        # AnyUp's one trainability policy: the never-used parameters stay frozen, so DDP does
+        # not wait for their gradients.
+        self.student.set_trainable(True)
 
         if multi_crop is None:
             multi_crop = dict(type='MultiCrop')

@@ -37,17 +37,11 @@ __all__ = [
     'PackAnyUpInputs',
     'ResizeCenterCrop',
     'resize_square',
-    'skipped_image_count',
 ]
 
 _skip_lock = threading.Lock()
 _skipped = 0
 _warned_paths: set[str] = set()
-
-
-def skipped_image_count() -> int:
-    """How many images :class:`LoadImage` skipped in this process so far."""
-    return _skipped
 
 
 def resize_square(image: Tensor, size: int) -> Tensor:
