@@ -203,8 +203,11 @@ class ImageFolderDataset(BaseDataset):
         lazy_init: Defer indexing until first use (MMEngine convention).
         max_refetch: How many times to draw another image when a file fails to load.
         test_mode: MMEngine's test mode (a failed load then raises instead of re-drawing).
+        data_hint: How to get the images, named when ``data_root`` is missing (e.g. the
+            command that makes them); the configs set it.
 
     Raises:
+        FileNotFoundError: ``data_root`` is not a folder (the message says how to get it).
         ValueError: No usable image (the message names the folder and the size threshold) or
             an inconsistent split.
     """
@@ -223,13 +226,19 @@ class ImageFolderDataset(BaseDataset):
         lazy_init: bool = False,
         max_refetch: int = 1000,
         test_mode: bool = False,
+        data_hint: str | None = None,
     ) -> None:
         if split not in (None, 'train', 'val'):
             raise ValueError(f"split must be None, 'train' or 'val', got {split!r}")
         if split == 'val' and not 0 < holdout_fraction < 1:
             raise ValueError(f"split='val' needs 0 < holdout_fraction < 1, got {holdout_fraction}")
         if not osp.isdir(data_root):
-            raise ValueError(f'data_root {data_root!r} is not a folder')
+            get = f'To get the images, {data_hint}; or point' if data_hint else 'Point'
+            raise FileNotFoundError(
+                f'data_root {data_root!r} is not a folder. {get} data_root at a folder of '
+                'images (in the config, or with --cfg-options '
+                'train_dataloader.dataset.data_root=... val_dataloader.dataset.data_root=...)'
+            )
         self.min_size = int(min_size)
         self.split = split
         self.holdout_fraction = float(holdout_fraction)

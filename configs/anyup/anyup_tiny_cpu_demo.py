@@ -8,6 +8,7 @@ _base_ = ['./_base_/default_runtime.py']
 image_size = 64
 input_size = 32
 data_root = 'data/anyup_demo'
+data_hint = 'run `python tools/make_demo_images.py` (it writes data/anyup_demo)'
 
 model = dict(
     type='AnyUpTrainer',
@@ -44,12 +45,15 @@ val_pipeline = [
 train_dataloader = dict(
     batch_size=4,
     num_workers=1,
-    persistent_workers=True,
+    # Fresh workers on resume get their random state back (an infinite sampler never
+    # restarts them, so persistence would save nothing).
+    persistent_workers=False,
     sampler=dict(type='ResumableInfiniteSampler', shuffle=True),
     collate_fn=dict(type='default_collate'),
     dataset=dict(
         type='ImageFolderDataset',
         data_root=data_root,
+        data_hint=data_hint,
         min_size=image_size,
         split='train',
         holdout_fraction=0.15,
@@ -64,6 +68,7 @@ val_dataloader = dict(
     dataset=dict(
         type='ImageFolderDataset',
         data_root=data_root,
+        data_hint=data_hint,
         min_size=image_size,
         split='val',
         holdout_fraction=0.15,

@@ -157,3 +157,36 @@ def test_transforms_resize_crop_and_augment(folder):
     packed = PackAnyUpInputs(keys=['guidance_aug'])({**results, 'guidance_aug': aug})
     assert set(packed) == {'inputs', 'data_samples'}
     assert set(packed['data_samples']) == {'img_path', 'guidance_aug'}
+
+
+# ------------------------------------------------------------------ a missing data root
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.mark.parametrize(
+    ('config', 'instruction'),
+    [
+        (
+            'configs/anyup/anyup_tiny_cpu_demo.py',
+            'To get the images, run `python tools/make_demo_images.py` (it writes data/anyup_demo)',
+        ),
+        (
+            'configs/anyup/anyup_dinov2_vits14_in1k_100k.py',
+            'To get the images, download ImageNet-1k (ILSVRC2012_img_train.tar',
+        ),
+    ],
+)
+def test_missing_data_root_of_a_config_says_how_to_get_it(tmp_path, config, instruction):
+    from mmengine.config import Config
+
+    from anyup_plugin.training import DATASETS
+
+    for name in ('train_dataloader', 'val_dataloader'):
+        dataset = Config.fromfile(os.path.join(REPO, config))[name]['dataset']
+        dataset['data_root'] = str(tmp_path / 'missing')
+        with pytest.raises(FileNotFoundError) as info:
+            DATASETS.build(dataset)
+        message = str(info.value)
+        assert f'data_root {str(tmp_path / "missing")!r} is not a folder.' in message
+        assert instruction in message
+        assert 'train_dataloader.dataset.data_root=' in message

@@ -14,7 +14,54 @@ from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 from PIL import Image
 
-__all__ = ['CheckedSegDataset', 'DatasetCheckError']
+__all__ = ['DATA_SOURCES', 'CheckedSegDataset', 'DatasetCheckError', 'how_to_get']
+
+#: How to obtain each dataset the configs read, by the end of its default data root (first
+#: match wins, so the generated demo comes before the real ADE20K).
+DATA_SOURCES: tuple[tuple[str, str], ...] = (
+    (
+        'demo_ade20k/ADEChallengeData2016',
+        'run `python tools/make_demo_dataset.py` (it writes data/demo_ade20k)',
+    ),
+    (
+        'ADEChallengeData2016',
+        'download http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip and '
+        'unzip it into data/ade/',
+    ),
+    (
+        'VOCdevkit/VOC2012',
+        'download VOCtrainval_11-May-2012.tar from http://host.robots.ox.ac.uk/pascal/VOC/'
+        'voc2012/ and extract it into data/',
+    ),
+    (
+        'cocostuff',
+        "run STEGO's src/download_datasets.py (https://github.com/mhamilton723/STEGO) and "
+        'place the cocostuff folder it writes (images/, annotations/, curated/) at '
+        'data/cocostuff',
+    ),
+    (
+        'nyuv2_probe3d',
+        'convert the NYUv2 download with `python tools/convert_nyuv2.py labeled --mat '
+        'data/nyuv2/nyu_depth_v2_labeled.mat --normals data/nyuv2/all_normals.pklz --out '
+        'data/nyuv2_probe3d` (see the tool for the files it reads)',
+    ),
+)
+
+
+def how_to_get(data_root: str) -> str | None:
+    """What makes or downloads the dataset at ``data_root`` (see :data:`DATA_SOURCES`).
+
+    Args:
+        data_root: A dataset root as a config names it (relative or absolute).
+
+    Returns:
+        The instruction, or None for a root no config uses by default.
+    """
+    root = osp.normpath(data_root).replace(os.sep, '/')
+    for tail, instruction in DATA_SOURCES:
+        if root == tail or root.endswith('/' + tail):
+            return instruction
+    return None
 
 
 class DatasetCheckError(ValueError):
@@ -98,9 +145,11 @@ class CheckedSegDataset(BaseSegDataset):
     def _check_paths_exist(self) -> None:
         name = type(self).__name__
         if self.data_root is not None and not osp.isdir(self.data_root):
+            source = how_to_get(self.data_root)
+            get = f' To get it, {source}; or point' if source else ' Point'
             raise FileNotFoundError(
-                f'{name}: dataset root {self.data_root!r} does not exist or is not a folder. '
-                'Point data_root (in the config, or with --cfg-options '
+                f'{name}: dataset root {self.data_root!r} does not exist or is not a folder.'
+                f'{get} data_root (in the config, or with --cfg-options '
                 'train_dataloader.dataset.data_root=... val_dataloader.dataset.data_root=...) '
                 'at the dataset.'
             )
