@@ -19,7 +19,7 @@ $(STAMP): requirements/build.txt requirements/torch.txt requirements/mmcv.txt se
 	$(PIP) install -q -r requirements/torch.txt
 	@# Source build with compiled ops (~11 min on 2 cores the first time; pip caches the wheel).
 	MAX_JOBS=$(MAX_JOBS) $(PIP) install -q --no-build-isolation -r requirements/mmcv.txt
-	$(PIP) install -q --no-build-isolation -e ".[mmseg,dev]" -c requirements/torch.txt
+	$(PIP) install -q --no-build-isolation -e ".[mmseg,dev,export]" -c requirements/torch.txt
 	$(PY) -c "import torch, torchvision, mmcv.ops, mmseg.models, timm, anyup_plugin; print('environment ready: torch', torch.__version__, 'mmcv', mmcv.__version__, 'timm', timm.__version__)"
 	@touch $(STAMP)
 

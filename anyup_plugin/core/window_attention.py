@@ -65,14 +65,21 @@ def _float32(x: float) -> float:
 
 
 @torch.compiler.assume_constant_result
-@functools.lru_cache(maxsize=256)
 def _axis_window_bounds(
     out_size: int, in_size: int, window_ratio: float
 ) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """``(start, end)`` feature indices of every output index, in emulated float32.
 
-    A function of its arguments alone (so compilers evaluate it once and keep the result).
+    A function of its arguments alone: compilers evaluate it at trace time and keep the
+    result as a constant instead of tracing the Python loop.
     """
+    return _axis_window_bounds_cached(out_size, in_size, window_ratio)
+
+
+@functools.lru_cache(maxsize=256)
+def _axis_window_bounds_cached(
+    out_size: int, in_size: int, window_ratio: float
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
     if window_ratio <= 0:
         return (0,) * out_size, (in_size,) * out_size
     ratio, size_out, size_in = _float32(window_ratio), float(out_size), float(in_size)

@@ -1,0 +1,139 @@
+"""Exports AnyUp at fixed input shapes: ``torch.export`` programs (.pt2) and ONNX files.
+
+The forward has no data-dependent control flow (window layouts and tiles follow from the
+shapes alone; the NaN checks are skipped while tracing), so it exports as one graph:
+
+    >>> program = export_program(model, (1, 3, 448, 448), [(1, 384, 32, 32)])
+    >>> save_export(model, 'anyup.onnx', (1, 3, 448, 448), [(1, 384, 32, 32)])
+
+ONNX export needs the ``export`` extra (``onnx``, ``onnxscript``; ``onnxruntime`` to run it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .anyup import AnyUp
+
+__all__ = ['EXPORT_FORMATS', 'FixedSizeAnyUp', 'example_inputs', 'export_program', 'save_export']
+
+logger = logging.getLogger(__name__)
+
+#: File suffixes :func:`save_export` writes, and what each holds.
+EXPORT_FORMATS: dict[str, str] = {
+    '.onnx': 'ONNX model (torch.onnx.export with dynamo=True)',
+    '.pt2': 'torch.export program (torch.export.save)',
+}
+
+Shape = Sequence[int]
+
+
+class FixedSizeAnyUp(nn.Module):
+    """AnyUp with its output sizes fixed, taking the image and the maps as plain tensors.
+
+    Args:
+        model: The AnyUp model (put it in eval mode first).
+        output_size: As ``AnyUp.forward``'s ``output_size`` (one size, or one per map).
+
+    Shapes:
+        ``forward(image, *features)``: image (B, 3, H, W), each map (B, C_i, h_i, w_i) ->
+        one (B, C, H', W') tensor for one map, a tuple of them for several.
+    """
+
+    def __init__(self, model: AnyUp, output_size: object = None) -> None:
+        super().__init__()
+        self.model = model
+        self.output_size = output_size
+
+    def forward(self, image: Tensor, *features: Tensor) -> Tensor | tuple[Tensor, ...]:
+        outputs = self.model(image, list(features), self.output_size)
+        # Contiguous outputs: exported graphs and ONNX runtimes return dense arrays anyway.
+        outputs = tuple(out.contiguous() for out in outputs)
+        return outputs[0] if len(outputs) == 1 else outputs
+
+
+def example_inputs(
+    image_shape: Shape, feature_shapes: Sequence[Shape], seed: int = 0
+) -> tuple[Tensor, ...]:
+    """Random float32 (image, *features) of the given shapes, for tracing."""
+    g = torch.Generator().manual_seed(seed)
+    return (
+        torch.randn(*image_shape, generator=g),
+        *(torch.randn(*s, generator=g) for s in feature_shapes),
+    )
+
+
+def export_program(
+    model: AnyUp,
+    image_shape: Shape,
+    feature_shapes: Sequence[Shape],
+    output_size: object = None,
+) -> torch.export.ExportedProgram:
+    """``torch.export`` of the model at fixed shapes, inference mode.
+
+    Args:
+        model: The model (its weights become the program's parameters).
+        image_shape: (B, 3, H, W).
+        feature_shapes: (B, C_i, h_i, w_i) of every map.
+        output_size: One size for all maps or one per map; default the image size.
+
+    Returns:
+        The exported program; ``program.module()(image, *features)`` runs it.
+    """
+    wrapper = FixedSizeAnyUp(model.eval(), output_size).eval()
+    with torch.no_grad():
+        return torch.export.export(wrapper, example_inputs(image_shape, feature_shapes))
+
+
+def save_export(
+    model: AnyUp,
+    path: str | os.PathLike,
+    image_shape: Shape,
+    feature_shapes: Sequence[Shape],
+    output_size: object = None,
+    optimize: bool = True,
+) -> Path:
+    """Writes an ONNX file or a ``.pt2`` program, chosen by ``path``'s suffix.
+
+    Args:
+        model: The model.
+        path: Ends in one of :data:`EXPORT_FORMATS`.
+        image_shape: (B, 3, H, W).
+        feature_shapes: (B, C_i, h_i, w_i) of every map.
+        output_size: One size for all maps or one per map; default the image size.
+        optimize: ONNX only: run the exporter's graph optimisation (constant folding,
+            redundant-op removal); ``False`` exports faster.
+
+    Returns:
+        The path written. ONNX inputs are named ``image``, ``features_0``, ...
+    """
+    path = Path(path)
+    if path.suffix not in EXPORT_FORMATS:
+        raise ValueError(
+            f'export path must end in one of {", ".join(EXPORT_FORMATS)}, got {str(path)!r}'
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == '.pt2':
+        torch.export.save(export_program(model, image_shape, feature_shapes, output_size), path)
+    else:
+        wrapper = FixedSizeAnyUp(model.eval(), output_size).eval()
+        names = ['image', *(f'features_{i}' for i in range(len(feature_shapes)))]
+        outputs = [f'upsampled_{i}' for i in range(len(feature_shapes))]
+        with torch.no_grad():
+            program = torch.onnx.export(
+                wrapper,
+                example_inputs(image_shape, feature_shapes),
+                dynamo=True,
+                input_names=names,
+                output_names=outputs,
+                optimize=optimize,
+            )
+        program.save(str(path))
+    logger.info('wrote %s (%s)', path, EXPORT_FORMATS[path.suffix])
+    return path
