@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import os.path as osp
-import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -21,6 +20,8 @@ from typing import Any
 from mmengine.dataset import BaseDataset
 from mmengine.logging import print_log
 from PIL import Image
+
+from anyup_plugin.utils.io import atomic_write
 
 from .registry import DATASETS
 
@@ -94,11 +95,8 @@ def _write_index(
     index_file: str, root: str, sizes: dict[str, list[int]], unreadable: dict[str, str]
 ) -> None:
     """Writes the index atomically (a temporary file renamed into place)."""
-    folder = osp.dirname(osp.abspath(index_file))
     try:
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix='.size_index.', suffix='.tmp', dir=folder)
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
+        with atomic_write(index_file) as tmp, open(tmp, 'w', encoding='utf-8') as f:
             json.dump(
                 {
                     'format': _INDEX_FORMAT,
@@ -109,7 +107,6 @@ def _write_index(
                 },
                 f,
             )
-        os.replace(tmp, index_file)
     except OSError as exc:
         print_log(
             f'could not write the size index {index_file} ({exc}); the next start will read '
