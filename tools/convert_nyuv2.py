@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         counts = convert_labeled(args) if args.source == 'labeled' else convert_geonet(args)
-    except (ConversionError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError) as err:  # ConversionError and bad samples
         logger.error('%s', err)
         return 1
     for split, count in counts.items():
