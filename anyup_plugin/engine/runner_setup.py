@@ -2,8 +2,9 @@
 
 Works for any MMEngine config (the AnyUp trainer configs and MMSegmentation configs alike):
 work directory, ``--cfg-options``, ``--amp``, ``--resume``, the launcher (with the CPU/gloo
-path of :mod:`anyup_plugin.engine.dist`) and the :class:`WeightsOnlyCheckpointHook` that makes
-the run's checkpoints resumable under torch's ``weights_only=True`` loading.
+path of :mod:`anyup_plugin.engine.dist`), the :class:`WeightsOnlyCheckpointHook` that makes
+the run's checkpoints resumable under torch's ``weights_only=True`` loading, and the
+:class:`~anyup_plugin.engine.RandomStateHook` that makes a resumed run continue exactly.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from mmengine.config import Config
 
 from .checkpoint import find_resume_checkpoint
 from .dist import cpu_model_wrapper_cfg, init_distributed
+from .random_state import add_random_state_tracking
 
 __all__ = ['add_weights_only_hook', 'build_runner', 'prepare_config']
 
@@ -79,8 +81,10 @@ def prepare_config(
 ) -> Config:
     """Reads ``config`` and applies the tools' command-line choices.
 
-    Also initialises the process group for ``launcher`` (on CPU with gloo, before the runner
-    exists) and, when distributed without CUDA, sets a CPU-compatible DDP wrapper.
+    Adds the weights-only checkpoint hook and the random-state tracking
+    (:func:`~anyup_plugin.engine.add_random_state_tracking`). Also initialises the process
+    group for ``launcher`` (on CPU with gloo, before the runner exists) and, when distributed
+    without CUDA, sets a CPU-compatible DDP wrapper.
 
     Args:
         config: Path of the config file.
@@ -127,6 +131,7 @@ def prepare_config(
         cfg.load_from = load_from
 
     add_weights_only_hook(cfg)
+    add_random_state_tracking(cfg)
 
     distributed = init_distributed(launcher)
     if distributed and not torch.cuda.is_available():

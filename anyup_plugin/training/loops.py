@@ -4,7 +4,10 @@ MMEngine's ``IterBasedTrainLoop`` resumes at iteration ``n`` by drawing (loading
 augmenting) ``n`` batches and throwing them away, which takes long at ``n = 90000``.
 :class:`ResumableIterBasedTrainLoop` instead tells a :class:`ResumableInfiniteSampler` to
 start ``n`` batches into its index stream, so the resumed run sees the images the
-uninterrupted run would have seen, without loading the skipped ones.
+uninterrupted run would have seen, without loading the skipped ones. Together with
+:class:`~anyup_plugin.engine.RandomStateHook` (which ``tools/train.py`` adds to every run) it
+also draws the same augmentations and crops, so a killed and resumed run ends with the weights
+of the uninterrupted one, bit for bit on CPU with the same number of loader workers.
 """
 
 from __future__ import annotations
@@ -75,55 +78,62 @@ class ResumableInfiniteSampler(Sampler):
         self.start = int(num_samples)
 
 
-class _SkippingIterator:
-    """Returns ``None`` for the first ``skip`` calls (without loading), then the batches."""
-
-    def __init__(self, dataloader: Any, skip: int) -> None:
-        self._dataloader = dataloader
-        self._iterator = iter(dataloader)
-        self._skip = skip
-        self._epoch = 0
-
-    def __iter__(self) -> _SkippingIterator:
-        return self
-
-    def __next__(self) -> Any:
-        if self._skip > 0:
-            self._skip -= 1
-            return None
-        try:
-            return next(self._iterator)
-        except StopIteration:
-            self._epoch += 1
-            sampler = getattr(self._dataloader, 'sampler', None)
-            if hasattr(sampler, 'set_epoch'):
-                sampler.set_epoch(self._epoch)
-            self._iterator = iter(self._dataloader)
-            return next(self._iterator)
-
-
 @LOOPS.register_module()
 class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
     """``IterBasedTrainLoop`` that resumes without re-loading the skipped batches.
 
     Takes MMEngine's ``IterBasedTrainLoop`` arguments. With a :class:`ResumableInfiniteSampler`
-    it resumes by moving the sampler; with any other sampler it behaves like its parent.
+    a resume at iteration ``n`` moves the sampler ``n`` batches on instead of loading and
+    discarding ``n`` batches, and starts the loader's iterator (new worker processes unless the
+    loader keeps persistent ones) after the ``before_train`` hooks, so that
+    :class:`~anyup_plugin.engine.RandomStateHook` can restore the random state first and hand
+    the new workers the state the interrupted run's workers had. With any other sampler it
+    behaves like its parent.
     """
 
+    @property
+    def restarts_workers_on_resume(self) -> bool:
+        """Whether a resume starts new loader workers after ``before_train`` (see the hook)."""
+        return isinstance(getattr(self.dataloader, 'sampler', None), ResumableInfiniteSampler)
+
     def run(self) -> Any:
-        """Positions the sampler after a resume, then runs the parent loop."""
-        sampler = getattr(self.dataloader, 'sampler', None)
-        if self._iter > 0 and isinstance(sampler, ResumableInfiniteSampler):
-            # The runner re-seeds from the checkpoint on resume; the sampler was built before
-            # that with the new run's seed: use the original run's.
-            sampler.seed = int(self.runner.seed)
-            batch_size = self.dataloader.batch_size or 1
-            sampler.set_start(self._iter * batch_size)
-            print_log(
-                f'resuming at iteration {self._iter}: the sampler skips '
-                f'{self._iter * batch_size} samples per process without loading them',
-                logger='current',
-                level=logging.INFO,
-            )
-            self.dataloader_iterator = _SkippingIterator(self.dataloader, self._iter)
-        return super().run()
+        """Runs the parent loop, or on resume with a resumable sampler the same loop without
+        its replay of the skipped batches."""
+        if self._iter == 0 or not self.restarts_workers_on_resume:
+            return super().run()
+        self.runner.call_hook('before_train')
+        self._start_loader_at(self._iter)
+        self.runner.call_hook('before_train_epoch')
+        while self._iter < self._max_iters and not self.stop_training:
+            self.runner.model.train()
+            data_batch = next(self.dataloader_iterator)
+            self.run_iter(data_batch)
+            self._decide_current_val_interval()
+            if (
+                self.runner.val_loop is not None
+                and self._iter >= self.val_begin
+                and (self._iter % self.val_interval == 0 or self._iter == self._max_iters)
+            ):
+                self.runner.val_loop.run()
+        self.runner.call_hook('after_train_epoch')
+        self.runner.call_hook('after_train')
+        return self.runner.model
+
+    def _start_loader_at(self, iteration: int) -> None:
+        """Positions the sampler after ``iteration`` batches and starts a new loader iterator."""
+        sampler = self.dataloader.sampler
+        # The runner re-seeds from the checkpoint on resume; the sampler was built before
+        # that with the new run's seed: use the original run's.
+        sampler.seed = int(self.runner.seed)
+        skipped = iteration * (self.dataloader.batch_size or 1)
+        sampler.set_start(skipped)
+        print_log(
+            f'resuming at iteration {iteration}: the sampler skips {skipped} samples per '
+            'process without loading them',
+            logger='current',
+            level=logging.INFO,
+        )
+        # Creating an iterator draws a seed from torch's global generator, a draw the
+        # interrupted run made before its checkpoint: keep the restored state where it is.
+        with torch.random.fork_rng(devices=[]):
+            self.dataloader_iterator = iter(self.dataloader)

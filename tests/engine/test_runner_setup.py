@@ -32,7 +32,8 @@ def test_hook_added_once_and_work_dir_default(config, tmp_path):
     assert cfg.work_dir.endswith('work_dirs/toy_config')
     assert cfg.optim_wrapper.optimizer.lr == 0.5
     types = [h['type'] for h in cfg.custom_hooks]
-    assert types == ['EMAHook', 'WeightsOnlyCheckpointHook']
+    assert types == ['EMAHook', 'WeightsOnlyCheckpointHook', 'RandomStateHook']
+    assert 'anyup_plugin.engine' in cfg.custom_imports['imports']
     assert cfg.launcher == 'none'
 
 
@@ -64,3 +65,18 @@ def test_cpu_wrapper_and_launcher_none():
     assert init_distributed('none') is False
     with pytest.raises(ValueError, match='launcher'):
         init_distributed('ssh')
+
+
+def test_training_loader_collate_is_wrapped_once(tmp_path):
+    path = tmp_path / 'loader_config.py'
+    path.write_text(
+        CONFIG + "train_dataloader = dict(batch_size=2, collate_fn=dict(type='default_collate'))\n"
+    )
+    cfg = prepare_config(str(path))
+    expected = dict(type='collate_with_random_state', collate_fn=dict(type='default_collate'))
+    assert cfg.train_dataloader.collate_fn == expected
+    from anyup_plugin.engine import add_random_state_tracking
+
+    add_random_state_tracking(cfg)
+    assert cfg.train_dataloader.collate_fn == expected
+    assert [h['type'] for h in cfg.custom_hooks].count('RandomStateHook') == 1
