@@ -10,7 +10,10 @@ Examples::
     tools/dist_train.sh CONFIG 2                           # 2 processes (GPUs, or gloo on CPU)
 
 Every run gets ``WeightsOnlyCheckpointHook``, so its checkpoints load with torch's
-``weights_only=True`` default and ``--resume`` works with torch >= 2.6.
+``weights_only=True`` default and ``--resume`` works with torch >= 2.6, and ``RandomStateHook``,
+so a resumed run draws the augmentations and crops the uninterrupted run would have drawn and
+ends with the same weights (bit for bit on CPU with the same number of loader workers; another
+number of processes or workers resumes with a warning).
 """
 
 from __future__ import annotations
