@@ -10,6 +10,13 @@ Real data and weights, same config::
     python tools/demo.py --data-root data/ade/ADEChallengeData2016 \\
         --backbone-checkpoint checkpoints/vit_small_patch14_dinov2.lvd142m.safetensors \\
         --anyup-checkpoint anyup_paper
+
+NYUv2 depth or surface normals (Probe3D probes) on generated rooms whose depth and normals are
+exact, written in tools/convert_nyuv2.py's layout; trains AnyUp and its bilinear twin and
+prints the per-epoch RMSE and delta1 (depth) or angular RMSE and within-30 share (normals)::
+
+    python tools/demo.py --task depth
+    python tools/demo.py --task normals
 """
 
 from __future__ import annotations
@@ -25,9 +32,14 @@ from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
 from anyup_plugin.testing import DEMO_CLASSES, write_ade20k_layout_dataset
+from anyup_plugin.testing.nyu_scenes import write_nyu_scenes_dataset
 
 DEFAULT_CONFIG = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs', 'mmseg',
                           'demo_ade20k_layout.py')  # fmt: skip
+NYU_CONFIGS = {task: osp.join(osp.dirname(DEFAULT_CONFIG), f'demo_nyu_{task}.py')
+               for task in ('depth', 'normals')}  # fmt: skip
+#: What the NYU demos print per epoch (the issue's headline metrics of each task).
+NYU_KEYS = {'depth': ('rmse', 'delta1'), 'normals': ('rmse', 'within_30')}
 
 
 class _RecordValMetrics(Hook):
@@ -44,19 +56,38 @@ class _RecordValMetrics(Hook):
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--config', default=DEFAULT_CONFIG, help='MMSeg config to train')
+    parser.add_argument(
+        '--task',
+        choices=('segmentation', 'depth', 'normals'),
+        default='segmentation',
+        help='segmentation (ADE20K layout, the default), or NYUv2 depth / surface normals '
+        '(generated scenes; AnyUp and its bilinear twin)',
+    )
+    parser.add_argument('--config', help="MMSeg config to train (default: the task's demo)")
     parser.add_argument(
         '--data-root',
         help='an ADEChallengeData2016 folder; default: generate one under --demo-dir',
     )
-    parser.add_argument('--demo-dir', default='data/demo_ade20k', help='where to generate data')
-    parser.add_argument('--num-train', type=int, default=40, help='generated training images')
-    parser.add_argument('--num-val', type=int, default=12, help='generated validation images')
-    parser.add_argument('--work-dir', default='work_dirs/demo_ade20k_layout', help='logs, ckpts')
+    parser.add_argument('--demo-dir', help='where to generate data (default: data/demo_<task>)')
+    parser.add_argument('--num-train', type=int, help='generated training images (40; NYU 16)')
+    parser.add_argument('--num-val', type=int, help='generated validation images (12; NYU 8)')
+    parser.add_argument('--work-dir', help='logs, checkpoints (default: work_dirs/<demo>)')
     parser.add_argument('--epochs', type=int, help='override the number of epochs')
     parser.add_argument('--backbone-checkpoint', help='local timm backbone weights')
     parser.add_argument('--anyup-checkpoint', help="AnyUp weights: a path or 'anyup_paper'")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    nyu = args.task != 'segmentation'
+    defaults = dict(
+        config=NYU_CONFIGS[args.task] if nyu else DEFAULT_CONFIG,
+        demo_dir='data/demo_nyu' if nyu else 'data/demo_ade20k',
+        num_train=16 if nyu else 40,
+        num_val=8 if nyu else 12,
+        work_dir=f'work_dirs/demo_nyu_{args.task}' if nyu else 'work_dirs/demo_ade20k_layout',
+    )
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
 
 
 def build_config(args: argparse.Namespace, data_root: str) -> Config:
@@ -72,15 +103,59 @@ def build_config(args: argparse.Namespace, data_root: str) -> Config:
         cfg.model.neck.checkpoint = args.anyup_checkpoint
     if args.epochs:
         cfg.train_cfg.max_epochs = args.epochs
+        warmup = 0
         for scheduler in cfg.param_scheduler:
             if scheduler.get('by_epoch', True) and 'T_max' in scheduler:
                 scheduler.T_max = args.epochs
                 scheduler.end = args.epochs
+            elif scheduler.type == 'LinearLR':  # the NYU schedule: warm-up, then cosine
+                warmup = min(scheduler.end, args.epochs / 2)
+                scheduler.end = warmup
+            elif scheduler.type == 'CosineAnnealingLR':
+                scheduler.begin, scheduler.end = warmup, args.epochs
     return cfg
+
+
+def main_nyu(args: argparse.Namespace) -> int:
+    """Depth or normals on generated scenes: trains AnyUp and the bilinear twin, prints both."""
+    start = time.perf_counter()
+    if args.data_root:
+        data_root = args.data_root
+    else:
+        data_root = str(write_nyu_scenes_dataset(args.demo_dir, args.num_train, args.num_val))
+        print(
+            f'[demo] NYU-layout scenes: {data_root} ({args.num_train} train / {args.num_val} test)'
+        )
+    keys = NYU_KEYS[args.task]
+    histories = {}
+    for name, neck in (('AnyUp', None), ('bilinear', dict(type='BilinearNeck'))):
+        cfg = build_config(args, data_root)
+        cfg.work_dir = osp.join(args.work_dir, name)
+        if neck is not None:  # the twin: the same config with the bilinear neck
+            cfg.model.neck = neck
+        runner = Runner.from_cfg(cfg)
+        recorder = _RecordValMetrics()
+        runner.register_hook(recorder)
+        runner.train()
+        if not recorder.history:
+            print('[demo] no validation ran', file=sys.stderr)
+            return 1
+        histories[name] = recorder.history
+    print(f'\n[demo] NYU {args.task}: test-split scores after each epoch (per image, averaged)')
+    print('  epoch  ' + '  '.join(f'{n + " " + k:>18}' for n in histories for k in keys))
+    for rows in zip(*histories.values()):
+        values = [m.get(k, math.nan) for _, m in rows for k in keys]
+        print(f'  {rows[0][0]:5d}  ' + '  '.join(f'{v:18.4f}' for v in values))
+    if not args.data_root:
+        print('[demo] generated rooms with exact depth and normals; random backbone and AnyUp')
+    print(f'[demo] {time.perf_counter() - start:.0f} s; logs in {osp.abspath(args.work_dir)}')
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.task != 'segmentation':
+        return main_nyu(args)
     start = time.perf_counter()
     if args.data_root:
         data_root = args.data_root

@@ -10,6 +10,7 @@ import sys
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip('mmseg.models', reason='MMSegmentation (with mmcv ops) is not installed')
@@ -199,3 +200,57 @@ def test_tools_train_and_mmsegs_own_train_run_the_depth_config(nyu_root, tmp_pat
         pytest.skip(f'this mmsegmentation install ships no tools/train.py ({mmseg_train})')
     _run([str(mmseg_train), str(path), '--work-dir', str(tmp_path / 'mmseg')], tmp_path)
     assert (tmp_path / 'mmseg' / 'epoch_1.pth').is_file()
+
+
+@pytest.mark.parametrize('stem', LINEAR)
+def test_visualize_nyu_writes_panels(stem, nyu_root, tmp_path):
+    import importlib.util
+
+    import torch
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+    from PIL import Image
+
+    cfg = shrink(Config.fromfile(str(CONFIG_DIR / f'{stem}.py')), nyu_root, tmp_path)
+    path = tmp_path / 'tiny.py'
+    cfg.dump(str(path))
+    init_default_scope('mmseg')
+    torch.save({'state_dict': MODELS.build(cfg.model).state_dict()}, tmp_path / 'w.pth')
+    spec = importlib.util.spec_from_file_location(
+        'visualize_nyu', REPO / 'tools' / 'visualize_nyu.py'
+    )
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / 'vis'
+    assert tool.main([str(path), str(tmp_path / 'w.pth'), '--out-dir', str(out), '--num', '5']) == 0
+    pngs = sorted(out.glob('*.png'))
+    assert [p.name for p in pngs] == ['nyu_0005.png', 'nyu_0006.png']  # the 2 test frames
+    panel = np.asarray(Image.open(pngs[0]).convert('RGB'))
+    assert panel.shape == (56 + 14, 4 * 56, 3)
+    # Pixels without ground truth (the scenes' depth holes) are grey in the ground-truth tile.
+    gt_tile = panel[14:, 56:112]
+    depth = np.load(nyu_root / 'depth' / 'nyu_0005.npy')
+    assert (depth == 0).any() and (gt_tile == 128).all(axis=2).any()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('task', ['depth', 'normals'])
+def test_demo_task_trains_anyup_and_the_bilinear_twin(task, tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location('demo_tool', REPO / 'tools' / 'demo.py')
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    sizes = ['--epochs', '1', '--num-train', '8', '--num-val', '2']  # 2 steps: warm-up, cosine
+    dirs = ['--demo-dir', str(tmp_path / 'data'), '--work-dir', str(tmp_path / 'w')]
+    rc = demo.main(['--task', task, *sizes, *dirs])
+    out = capsys.readouterr().out
+    assert rc == 0
+    header = 'AnyUp rmse' if task == 'depth' else 'AnyUp within_30'
+    assert header in out and 'bilinear rmse' in out
+    row = next(line for line in out.splitlines() if line.strip().startswith('1 '))
+    values = [float(v) for v in row.split()[1:]]
+    assert len(values) == 4 and all(math.isfinite(v) for v in values)
+    assert (tmp_path / 'data' / 'splits' / 'test.txt').is_file()  # the converter's layout
+    assert (tmp_path / 'w' / 'AnyUp' / 'epoch_1.pth').is_file()
+    assert (tmp_path / 'w' / 'bilinear' / 'epoch_1.pth').is_file()
