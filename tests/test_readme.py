@@ -22,7 +22,7 @@ def test_api_example_runs_verbatim(tmp_path, monkeypatch):
     from safetensors.torch import save_file
 
     from anyup_plugin import AnyUp, FrozenTimmEncoder
-    from anyup_plugin.core.anyup import _published_cache_path
+    from anyup_plugin.core.hub import published_cache_path
 
     code = _first_python_block()
     statements = [
@@ -38,7 +38,7 @@ def test_api_example_runs_verbatim(tmp_path, monkeypatch):
     encoder = FrozenTimmEncoder('vit_small_patch14_dinov2.lvd142m')
     save_file(encoder.model.state_dict(), str(tmp_path / checkpoint))
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
-    cached = Path(_published_cache_path('anyup_paper'))
+    cached = Path(published_cache_path('anyup_paper'))
     cached.parent.mkdir(parents=True)
     torch.save(AnyUp().state_dict(), cached)
     monkeypatch.chdir(tmp_path)

@@ -25,7 +25,6 @@ from .fused_encoder import fused_encoder_forward
 from .hub import (
     PUBLISHED_CHECKPOINTS,
     load_pretrained,
-    published_cache_path,
 )
 from .layers import (
     CrossAttentionBlock,
@@ -448,7 +447,3 @@ class AnyUp(nn.Module):
                 cached and cannot be downloaded (the message says where to put the file).
         """
         return load_pretrained(cls, name_or_path, map_location=map_location, **kwargs)
-
-
-# Importable from here as before; the implementation lives in .hub.
-_published_cache_path = published_cache_path

@@ -152,3 +152,19 @@ def test_init_weights_keeps_loaded_weights(tmp_path):
     neck.init_weights()
     for key, value in neck.state_dict().items():
         torch.testing.assert_close(value, before[key])
+
+
+def test_trained_export_loads_by_path_with_its_own_hyper_parameters(tmp_path):
+    from anyup_plugin.core.hub import save_pretrained
+
+    torch.manual_seed(0)
+    student = AnyUp(qk_dim=32, num_heads=2, window_ratio=0.25)
+    path = tmp_path / 'anyup_student_latest.pth'
+    save_pretrained(student, path)
+    neck = AnyUpNeck(checkpoint=str(path)).eval()
+    loaded = neck.upsampler.anyup
+    assert (loaded.qk_dim, loaded.num_heads, loaded.window_ratio) == (32, 2, 0.25)
+    feats, image = _inputs(batch=1)
+    with torch.no_grad():
+        torch.testing.assert_close(neck(feats, image)[0], student.eval()(image, feats[0]))
+    assert AnyUpNeck(checkpoint=str(path), window_ratio=0.1).upsampler.anyup.window_ratio == 0.1

@@ -35,7 +35,9 @@ class AnyUpNeck(ImageGuidedNeck):
         frozen: Keep AnyUp frozen (no parameter trains, eval mode, no graph recorded unless
             the features themselves need gradients), as in the paper's probes. ``False``
             trains it with the rest of the model (fine-tuning).
-        window_ratio: Attention window half-size relative to the image (published: 0.1).
+        window_ratio: Attention window half-size relative to the image; ``None`` (default)
+            keeps the checkpoint's value (stored beside trained exports; 0.1, the published
+            value, otherwise).
         in_index: Backbone maps to upsample (``None``: all).
         output_stride: Input pixels per output cell (1: input size), one or one per level.
         upsample_in_training: ``False`` passes the maps through in training mode and
@@ -51,7 +53,7 @@ class AnyUpNeck(ImageGuidedNeck):
         self,
         checkpoint: str | None = None,
         frozen: bool = True,
-        window_ratio: float = 0.1,
+        window_ratio: float | None = None,
         in_index: int | Sequence[int] | None = None,
         output_stride: int | Sequence[int] = 1,
         upsample_in_training: bool = True,
@@ -73,7 +75,7 @@ class AnyUpNeck(ImageGuidedNeck):
             checkpoint=checkpoint,
             frozen=frozen,
             owner=type(self).__name__,
-            window_ratio=window_ratio,
+            **({} if window_ratio is None else {'window_ratio': window_ratio}),
             **anyup_kwargs,
         )
 
