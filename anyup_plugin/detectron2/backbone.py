@@ -221,7 +221,7 @@ def build_anyup_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> AnyUpBackbone:
             checkpoint=anyup_cfg.CHECKPOINT or None,
             frozen=anyup_cfg.FROZEN,
             owner='build_anyup_backbone',
-            window_ratio=anyup_cfg.WINDOW_RATIO,
+            **({} if anyup_cfg.WINDOW_RATIO is None else {'window_ratio': anyup_cfg.WINDOW_RATIO}),
         )
     except FileNotFoundError as exc:
         raise FileNotFoundError(

@@ -30,7 +30,8 @@ def add_anyup_config(cfg: CfgNode) -> CfgNode:
     * ``FREEZE_BOTTOM_UP``: keep the bottom-up backbone frozen (no gradients, eval mode);
       ``False`` leaves it to its own settings (e.g. ``MODEL.BACKBONE.FREEZE_AT``). A timm
       backbone is always frozen.
-    * ``WINDOW_RATIO``: AnyUp's attention window relative to the image.
+    * ``WINDOW_RATIO``: AnyUp's attention window relative to the image; ``None`` (the
+      default) keeps the checkpoint's (stored beside trained exports, else 0.1).
 
     ``MODEL.TIMM`` (the ``build_frozen_timm_backbone`` bottom-up):
 
@@ -68,7 +69,7 @@ def add_anyup_config(cfg: CfgNode) -> CfgNode:
     cfg.MODEL.ANYUP.CHECKPOINT = ''
     cfg.MODEL.ANYUP.FROZEN = True
     cfg.MODEL.ANYUP.FREEZE_BOTTOM_UP = True
-    cfg.MODEL.ANYUP.WINDOW_RATIO = 0.1
+    cfg.MODEL.ANYUP.WINDOW_RATIO = None
 
     cfg.MODEL.TIMM = CfgNode()
     cfg.MODEL.TIMM.NAME = 'vit_small_patch14_dinov2.lvd142m'

@@ -58,7 +58,7 @@ def test_add_anyup_config_defaults_and_yaml_twins():
     anyup = cfg.MODEL.ANYUP
     assert anyup.BOTTOM_UP == 'build_frozen_timm_backbone' and anyup.UPSAMPLER == 'anyup'
     assert anyup.IN_FEATURES == ['feat0'] and anyup.STRIDES == [1]
-    assert anyup.FROZEN and anyup.FREEZE_BOTTOM_UP and anyup.WINDOW_RATIO == 0.1
+    assert anyup.FROZEN and anyup.FREEZE_BOTTOM_UP and anyup.WINDOW_RATIO is None
     assert cfg.MODEL.TIMM.LAYERS == [-1] and cfg.MODEL.TIMM.APPLY_NORM
     assert cfg.MODEL.TIMM.CHECKPOINT == '' and anyup.CHECKPOINT == ''
     classes = {'ade20k': 151, 'coco_stuff27': 27, 'voc2012': 21}
@@ -69,6 +69,7 @@ def test_add_anyup_config_defaults_and_yaml_twins():
             c.merge_from_file(str(CONFIGS / f'{dataset}_dinov2_{upsampler}.yaml'))
             assert c.MODEL.BACKBONE.NAME == 'build_anyup_backbone'
             assert c.MODEL.ANYUP.UPSAMPLER == upsampler and c.MODEL.ANYUP.STRIDES == [1]
+            assert c.MODEL.ANYUP.WINDOW_RATIO == 0.1  # the protocol pins the published window
             assert c.MODEL.SEM_SEG_HEAD.NAME == 'LinearProbeSemSegHead'
             assert c.MODEL.SEM_SEG_HEAD.IN_FEATURES == ['feat0_s1']
             assert c.MODEL.SEM_SEG_HEAD.NUM_CLASSES == num_classes
