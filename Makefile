@@ -24,8 +24,9 @@ $(STAMP): requirements/build.txt requirements/torch.txt requirements/mmcv.txt se
 	@touch $(STAMP)
 
 # Detectron2 is not on PyPI: install it from $(DETECTRON2_WHEEL) (default: the prebuilt wheel in
-# ../shared/wheels, if any), else from its upstream source. Does nothing once it imports.
-DETECTRON2_WHEEL ?= $(firstword $(wildcard ../shared/wheels/detectron2-*.whl))
+# ../shared/wheels beside the checkout, or in this project's machines' /work/shared/wheels, for a
+# clone made elsewhere), else from its upstream source. Does nothing once it imports.
+DETECTRON2_WHEEL ?= $(firstword $(wildcard ../shared/wheels/detectron2-*.whl /work/shared/wheels/detectron2-*.whl))
 DETECTRON2_SOURCE := git+https://github.com/facebookresearch/detectron2.git
 
 setup-detectron2: setup
