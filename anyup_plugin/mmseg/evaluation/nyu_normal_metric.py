@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from mmengine.evaluator import BaseMetric
 from mmseg.registry import METRICS
+from torch import Tensor
 
 from anyup_plugin.evaluation import NORMAL_METRIC_KEYS, normal_metrics
 
-from .per_image_average import average_over_images
+from .per_image_metric import PerImageMetric
 
 __all__ = ['NYUNormalMetric']
 
 
 @METRICS.register_module()
-class NYUNormalMetric(BaseMetric):
+class NYUNormalMetric(PerImageMetric):
     """Angular RMSE (degrees) and the shares under 11.25, 22.5 and 30 degrees, per image.
 
     Each image is scored by :func:`anyup_plugin.evaluation.normal_metrics` over the pixels
@@ -30,30 +28,12 @@ class NYUNormalMetric(BaseMetric):
         prefix: As for ``BaseMetric``.
     """
 
-    default_prefix = ''  # the protocol's keys as they are (rmse, delta1, ...)
+    metric_keys = NORMAL_METRIC_KEYS
 
-    def __init__(
-        self, max_depth: float = 10.0, collect_device: str = 'cpu', prefix: str | None = None
-    ) -> None:
-        super().__init__(collect_device=collect_device, prefix=prefix)
-        self.max_depth = max_depth
-
-    def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
-        """Scores each image of a batch."""
-        for sample in data_samples:
-            path = sample.get('img_path', '?')
-            pred = sample['pred_normal_map']['data'].float().cpu()
-            gt = sample['gt_normal_map']['data'].float().cpu()
-            depth = sample['gt_depth_map']['data'].float().cpu()[0]
-            valid = (depth > 0) & (depth <= self.max_depth)
-            try:
-                scores = normal_metrics(pred[None], gt[None], valid[None])
-            except ValueError as err:
-                raise ValueError(f'{path}: {err}') from err
-            row = {k: float(v[0]) for k, v in scores.items()}
-            row['img_path'] = path
-            self.results.append(row)
-
-    def compute_metrics(self, results: list) -> dict[str, float]:
-        """Means over the scored images."""
-        return average_over_images(results, NORMAL_METRIC_KEYS, type(self).__name__)
+    def score(self, sample: dict) -> dict[str, Tensor]:
+        """The image's scores, each a (1,) tensor."""
+        pred = sample['pred_normal_map']['data'].float().cpu()
+        gt = sample['gt_normal_map']['data'].float().cpu()
+        depth = sample['gt_depth_map']['data'].float().cpu()[0]
+        valid = (depth > 0) & (depth <= self.max_depth)
+        return normal_metrics(pred[None], gt[None], valid[None])
