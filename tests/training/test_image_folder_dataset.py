@@ -180,12 +180,14 @@ def test_missing_data_root_of_a_config_says_how_to_get_it(tmp_path, config, inst
     from mmengine.config import Config
 
     from anyup_plugin.training import DATASETS
+    from anyup_plugin.training.registry import SCOPE
 
     for name in ('train_dataloader', 'val_dataloader'):
         dataset = Config.fromfile(os.path.join(REPO, config))[name]['dataset']
         dataset['data_root'] = str(tmp_path / 'missing')
         with pytest.raises(FileNotFoundError) as info:
-            DATASETS.build(dataset)
+            # Named scope: whatever an earlier test's runner left as the default scope.
+            DATASETS.build({'_scope_': SCOPE, **dataset})
         message = str(info.value)
         assert f'data_root {str(tmp_path / "missing")!r} is not a folder.' in message
         assert instruction in message
