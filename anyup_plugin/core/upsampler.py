@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .anyup import AnyUp
+from .checks import check_output_sizes
 
 __all__ = ['UPSAMPLER_METHODS', 'FeatureUpsampler', 'build_anyup', 'stride_output_size']
 
@@ -138,7 +139,7 @@ class FeatureUpsampler(nn.Module):
         self,
         image: Tensor | None,
         features: Tensor | Sequence[Tensor],
-        output_size: Size | Sequence[Size],
+        output_size: Size | Sequence[Size] | None,
     ) -> Tensor | list[Tensor]:
         """Upsamples one map or several, each to its size.
 
@@ -146,14 +147,18 @@ class FeatureUpsampler(nn.Module):
             image: (B, 3, H, W) ImageNet-normalised guidance (AnyUp); may be ``None`` for
                 ``'bilinear'``.
             features: One (B, C, h, w) map, or a sequence of maps.
-            output_size: One (H', W') for every map, or one size per map.
+            output_size: One (H', W') (or an int, or ``None`` for the image size) for every
+                map, or one size per map, as :class:`AnyUp` takes it.
 
         Returns:
             The upsampled map, or a list of them in the order of ``features``.
         """
         single = isinstance(features, Tensor)
         maps = [features] if single else list(features)
-        sizes = _sizes_per_map(output_size, len(maps))
+        if output_size is None and image is None:
+            raise ValueError('output_size=None means the image size, but image is None')
+        default = None if image is None else tuple(image.shape[-2:])
+        sizes = check_output_sizes(output_size, len(maps), default)
         if self.anyup is None:
             out = [self._bilinear(f, s) for f, s in zip(maps, sizes)]
         elif self.frozen and not any(f.requires_grad for f in maps):
@@ -198,24 +203,3 @@ def _accept_plain_anyup_keys(
         old, new = prefix + name, prefix + 'anyup.' + name
         if old in state_dict and new not in state_dict:
             state_dict[new] = state_dict.pop(old)
-
-
-def _sizes_per_map(output_size: Size | Sequence[Size], count: int) -> list[Size]:
-    """One (H, W) per map from one size for all or a sequence with one per map."""
-    if _is_size(output_size):
-        return [(int(output_size[0]), int(output_size[1]))] * count
-    sizes = list(output_size)
-    if len(sizes) != count or not all(_is_size(s) for s in sizes):
-        raise ValueError(
-            f'output_size must be one (H, W) pair or one pair per map ({count}), got '
-            f'{output_size!r}'
-        )
-    return [(int(h), int(w)) for h, w in sizes]
-
-
-def _is_size(value: object) -> bool:
-    return (
-        isinstance(value, Sequence)
-        and len(value) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-    )

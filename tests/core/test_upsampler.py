@@ -79,6 +79,7 @@ def test_many_maps_each_to_its_size_equal_single_calls():
     ]
     torch.testing.assert_close(outs[0], up(image, feats, (28, 35)))
     torch.testing.assert_close(outs[1], up(image, other, (7, 9)))
+    assert tuple(up(image, feats, None).shape[-2:]) == (28, 35)  # None: the image size
     same = up(image, [feats, other], (14, 14))  # one size for every map
     assert [tuple(o.shape[-2:]) for o in same] == [(14, 14), (14, 14)]
 
@@ -107,7 +108,7 @@ def test_bad_arguments_fail_clearly():
     with pytest.raises(ValueError, match="method must be one of \\('anyup', 'bilinear'\\)"):
         FeatureUpsampler('bicubic')
     up = FeatureUpsampler('anyup')
-    with pytest.raises(ValueError, match='one pair per map \\(2\\)'):
+    with pytest.raises(ValueError, match='holds 1 sizes for 2 feature map'):
         up(image, [feats, feats], [(4, 4)])
     with pytest.raises(ValueError, match='needs the guidance image'):
         up(None, feats, (4, 4))
