@@ -16,8 +16,9 @@ from PIL import Image
 
 __all__ = ['DATA_SOURCES', 'CheckedSegDataset', 'DatasetCheckError', 'how_to_get']
 
-#: How to obtain each dataset the configs read, by the end of its default data root (first
-#: match wins, so the generated demo comes before the real ADE20K).
+#: How to obtain each segmentation dataset the configs read, by the end of its default data
+#: root (first match wins, so the generated demo comes before the real ADE20K). The NYUv2
+#: datasets name their converter command themselves (``nyu_dataset.py``).
 DATA_SOURCES: tuple[tuple[str, str], ...] = (
     (
         'demo_ade20k/ADEChallengeData2016',
@@ -38,12 +39,6 @@ DATA_SOURCES: tuple[tuple[str, str], ...] = (
         "run STEGO's src/download_datasets.py (https://github.com/mhamilton723/STEGO) and "
         'place the cocostuff folder it writes (images/, annotations/, curated/) at '
         'data/cocostuff',
-    ),
-    (
-        'nyuv2_probe3d',
-        'convert the NYUv2 download with `python tools/convert_nyuv2.py labeled --mat '
-        'data/nyuv2/nyu_depth_v2_labeled.mat --normals data/nyuv2/all_normals.pklz --out '
-        'data/nyuv2_probe3d` (see the tool for the files it reads)',
     ),
 )
 
