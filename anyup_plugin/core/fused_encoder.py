@@ -2,11 +2,13 @@
 
 The image, query and key encoders run 1x1 convolutions, GroupNorm and SiLU at every pixel of
 the guidance image: the bulk of AnyUp's work. Run module by module, each GroupNorm and SiLU is
-a pass over a ``d x H x W`` map in main memory. Here maps are kept in token layout (N, d),
-every operation after a GroupNorm is applied to cache-sized chunks of tokens (normalise,
-SiLU, matrix product, residual add, rotary embedding), and the GroupNorm statistics of each
-produced map are accumulated while its chunk is still in cache. Each residual block therefore
-costs two streaming passes, and at most three full-resolution maps exist at once.
+a pass over a ``d x H x W`` map in main memory. Here maps are kept in token layout (N, d) and
+processed in chunks of whole image rows that fit in cache: every operation after a GroupNorm
+(normalise, SiLU, matrix product, residual add, rotary embedding) runs on one chunk at a time,
+and the GroupNorm statistics of each produced map are accumulated while its chunk is still in
+cache. Each residual block therefore costs two streaming passes, at most three
+full-resolution maps exist at once, and the per-chunk temporaries live in a few preallocated
+buffers (a fresh allocation per chunk costs page faults as large as the work).
 
 The maths is that of the modules (``ResBlock``, ``RotaryPositionEmbedding2d``); only the order
 of floating-point operations differs. It is used under ``torch.no_grad``; with gradients
@@ -15,7 +17,7 @@ enabled AnyUp runs the modules themselves.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -30,51 +32,96 @@ __all__ = ['fused_encoder_forward']
 _CPU_CHUNK_TOKENS = 4096
 #: Tokens per chunk on CUDA: 2**17 keeps each kernel launch large enough to fill the device.
 _CUDA_CHUNK_TOKENS = 1 << 17
+#: A GroupNorm group's variance comes from float32 sums of squares (relative error about
+#: 1e-6); below this fraction of the group's mean square the subtraction would lose more than
+#: 1e-4 of it, and the variance is recomputed from the centred map instead.
+_MIN_VARIANCE_FRACTION = 1e-2
 
 Size = tuple[int, int]
 
 
-class _ChannelStats:
-    """Running per-channel mean and variance of a (N, d) token map, chunk by chunk.
+class _Workspace:
+    """Per-chunk scratch buffers, allocated once per forward.
 
-    Each chunk is summed as matrix-vector products in float32 and the totals are kept in
-    float64. The sums are of the values minus a per-channel shift (the first chunk's mean), so
-    the variance never comes from the difference of two large numbers.
+    Attributes:
+        act: (chunk, d) normalised and activated input of a matrix product.
+        square: (chunk, d) squares for the statistics.
+        cos, sin: (chunk, d) rotary embedding factors.
+        ones: (1, chunk) for column sums as matrix-vector products.
     """
 
-    def __init__(self, channels: int, device: torch.device) -> None:
+    def __init__(self, chunk: int, dim: int, device: torch.device) -> None:
+        self.act = torch.empty(chunk, dim, device=device)
+        self.square = torch.empty_like(self.act)
+        self.cos = torch.empty_like(self.act)
+        self.sin = torch.empty_like(self.act)
+        self.ones = torch.ones(1, chunk, device=device)
+
+
+class _ChannelStats:
+    """Per-channel sums and sums of squares of a (N, d) token map, collected chunk by chunk.
+
+    Each chunk is summed as matrix-vector products in float32 into its own row, and the rows
+    are added in float64 at the end, so no rounding error accumulates across chunks.
+    """
+
+    def __init__(self, channels: int, num_chunks: int, device: torch.device) -> None:
+        self.sums = torch.empty(num_chunks, channels, device=device)
+        self.sums_sq = torch.empty_like(self.sums)
+        self.filled = 0
         self.count = 0
-        self.shift: Tensor | None = None
-        self.total = torch.zeros(channels, dtype=torch.float64, device=device)
-        self.total_sq = torch.zeros(channels, dtype=torch.float64, device=device)
 
-    def add(self, chunk: Tensor) -> None:
-        if self.shift is None:
-            self.shift = chunk.mean(dim=0)
-        centred = chunk - self.shift
-        ones = chunk.new_ones(1, chunk.shape[0])
-        self.total += (ones @ centred).squeeze(0).double()
-        self.total_sq += (ones @ centred.mul_(centred)).squeeze(0).double()
-        self.count += chunk.shape[0]
+    def add(self, chunk: Tensor, work: _Workspace) -> None:
+        n, i = chunk.shape[0], self.filled
+        ones = work.ones[:, :n]
+        torch.mm(ones, chunk, out=self.sums[i : i + 1])
+        torch.mm(ones, torch.mul(chunk, chunk, out=work.square[:n]), out=self.sums_sq[i : i + 1])
+        self.filled += 1
+        self.count += n
 
-    def group_norm_affine(self, norm: nn.GroupNorm) -> tuple[Tensor, Tensor]:
-        """Per-channel ``(scale, shift)`` with ``GroupNorm(x) == x * scale + shift``."""
+    def group_norm_affine(
+        self, norm: nn.GroupNorm, tokens: Tensor, rows: Sequence[slice], work: _Workspace
+    ) -> tuple[Tensor, Tensor]:
+        """Per-channel ``(scale, shift)`` with ``GroupNorm(tokens) == tokens * scale + shift``.
+
+        ``tokens`` is the (N, d) map these statistics were collected from, read again (chunk by
+        chunk over ``rows``) only when a group's variance is too small for the sums of squares.
+        """
         groups = norm.num_groups
-        per_group = self.total.numel() // groups
-        centred_mean = self.total / self.count
-        channel_var = (self.total_sq / self.count - centred_mean**2).clamp_min(0)
-        channel_mean = centred_mean + self.shift.double()
-        mean = channel_mean.view(groups, per_group).mean(dim=1).repeat_interleave(per_group)
-        # A group's variance: its channels' variances plus the spread of their means.
-        var = (channel_var + (channel_mean - mean) ** 2).view(groups, per_group).mean(dim=1)
-        inv_std = torch.rsqrt(var + norm.eps).repeat_interleave(per_group)
+        per_group = self.sums.shape[1] // groups
+        channel_mean = self.sums[: self.filled].double().sum(0) / self.count
+        channel_mean_sq = self.sums_sq[: self.filled].double().sum(0) / self.count
+        mean = channel_mean.view(groups, per_group).mean(dim=1)
+        mean_sq = channel_mean_sq.view(groups, per_group).mean(dim=1)
+        var = mean_sq - mean**2
+        if bool((var < _MIN_VARIANCE_FRACTION * mean_sq).any()):
+            var = self._centred_group_variance(tokens, rows, channel_mean, groups, work)
+        inv_std = torch.rsqrt(var.clamp_min(0) + norm.eps).repeat_interleave(per_group)
+        mean = mean.repeat_interleave(per_group)
         scale = norm.weight.double() * inv_std
         shift = norm.bias.double() - mean * scale
         return scale.float(), shift.float()
 
-
-def _chunks(n: int, size: int) -> list[slice]:
-    return [slice(s, min(s + size, n)) for s in range(0, n, size)]
+    def _centred_group_variance(
+        self,
+        tokens: Tensor,
+        rows: Sequence[slice],
+        channel_mean: Tensor,
+        groups: int,
+        work: _Workspace,
+    ) -> Tensor:
+        """Group variances from a second pass over ``tokens`` minus the channel means."""
+        centre = channel_mean.float()
+        centred_sq = torch.zeros_like(channel_mean)
+        for r in rows:
+            n = r.stop - r.start
+            diff = torch.sub(tokens[r], centre, out=work.square[:n])
+            centred_sq += (work.ones[:, :n] @ diff.mul_(diff)).squeeze(0).double()
+        channel_var = centred_sq / self.count
+        # A group's variance: its channels' variances plus the spread of their means.
+        per_group = channel_mean.view(groups, -1)
+        spread = (per_group - per_group.mean(dim=1, keepdim=True)) ** 2
+        return (channel_var.view(groups, -1) + spread).mean(dim=1)
 
 
 def _conv1x1_weight_t(conv: nn.Conv2d) -> Tensor:
@@ -82,62 +129,14 @@ def _conv1x1_weight_t(conv: nn.Conv2d) -> Tensor:
     return conv.weight.flatten(1).t().contiguous()
 
 
-def _norm_silu(x: Tensor, affine: tuple[Tensor, Tensor]) -> Tensor:
+def _norm_silu(x: Tensor, affine: tuple[Tensor, Tensor], work: _Workspace) -> Tensor:
+    """SiLU(x * scale + shift) of a (n, d) chunk, into the workspace."""
     scale, shift = affine
-    return F.silu(torch.addcmul(shift, x, scale), inplace=True)
+    return F.silu(torch.addcmul(shift, x, scale, out=work.act[: x.shape[0]]), inplace=True)
 
 
-def _residual_block(
-    x: Tensor, stats: _ChannelStats, block: ResBlock, scratch: Tensor, chunk: int, tail=None
-) -> _ChannelStats:
-    """Runs ``block`` in place on token map ``x`` (N, d), using ``scratch`` (N, d).
-
-    ``tail(rows, x_chunk)``, if given, is called on every finished chunk instead of collecting
-    statistics of the output (the caller then owns what happens next). Returns the output's
-    statistics (empty if ``tail`` was given).
-    """
-    w1, w2 = _conv1x1_weight_t(block.conv1), _conv1x1_weight_t(block.conv2)
-    affine1 = stats.group_norm_affine(block.norm1)
-    mid_stats = _ChannelStats(x.shape[1], x.device)
-    for rows in _chunks(x.shape[0], chunk):
-        torch.mm(_norm_silu(x[rows], affine1), w1, out=scratch[rows])
-        mid_stats.add(scratch[rows])
-    affine2 = mid_stats.group_norm_affine(block.norm2)
-    out_stats = _ChannelStats(x.shape[1], x.device)
-    for rows in _chunks(x.shape[0], chunk):
-        x_rows = x[rows]
-        x_rows.addmm_(_norm_silu(scratch[rows], affine2), w2)
-        if tail is None:
-            out_stats.add(x_rows)
-        else:
-            tail(rows, x_rows)
-    return out_stats
-
-
-def _first_layer(tokens: Tensor, conv: nn.Conv2d, out: Tensor, chunk: int) -> _ChannelStats:
-    weight = _conv1x1_weight_t(conv)
-    stats = _ChannelStats(out.shape[1], out.device)
-    for rows in _chunks(tokens.shape[0], chunk):
-        torch.mm(tokens[rows], weight, out=out[rows])
-        stats.add(out[rows])
-    return stats
-
-
-def _pool(tokens: Tensor, height: int, width: int, size: Size) -> Tensor:
-    """(H*W, d) tokens -> (d, h, w) adaptive average pool (a channels-last view if no pooling)."""
-    # A 4-D channels-last view: pooling it runs the channels-last kernel directly (a 3-D map
-    # unsqueezed to 4-D is first copied to another layout, 20x slower at 448 px).
-    grid = tokens.view(1, height, width, -1).permute(0, 3, 1, 2)
-    if (height, width) != tuple(size):
-        grid = F.adaptive_avg_pool2d(grid, size)
-    return grid.squeeze(0)
-
-
-def _check_fusable(name: str, encoder: Encoder) -> None:
-    if not isinstance(encoder.first_layer, nn.Conv2d) or encoder.first_layer.kernel_size != (1, 1):
-        raise TypeError(f'the fused path needs a 1x1 convolution first in {name}')
-    if not encoder.blocks:
-        raise TypeError(f'the fused path needs at least one residual block in {name}')
+#: ``tail(rows, x_chunk)``: what happens to a finished chunk of a residual block's output.
+ChunkTail = Callable[[slice, Tensor], None]
 
 
 class _Encoders:
@@ -161,49 +160,140 @@ class _Encoders:
         self.dim = query_encoder.first_layer.out_channels
 
     def encode_one(
-        self, image: Tensor, query_sizes: Sequence[Size], key_sizes: Sequence[Size], chunk: int
+        self,
+        image: Tensor,
+        query_sizes: Sequence[Size],
+        key_sizes: Sequence[Size],
+        chunk_tokens: int,
     ) -> tuple[list[Tensor], list[Tensor]]:
         """One image (3, H, W) -> queries (H'_i, W'_i, d) per query size, keys (d, h_j, w_j)."""
         _, height, width = image.shape
         d, n, device = self.dim, height * width, image.device
-        rope = self.rope
-        row_coord = rope.grid_coordinates(height, device)
-        col_coord = rope.grid_coordinates(width, device)
-        q0_t = _conv1x1_weight_t(self.query.first_layer)
-        k0_t = _conv1x1_weight_t(self.key.first_layer)
+        # Chunks of whole image rows: the rotary angles of a chunk are then one broadcast sum
+        # of per-row and per-column angles.
+        chunk_rows = max(1, chunk_tokens // width)
+        row_ranges = [(r, min(r + chunk_rows, height)) for r in range(0, height, chunk_rows)]
+        self.rows = [slice(r0 * width, r1 * width) for r0, r1 in row_ranges]
+        self.work = _Workspace(chunk_rows * width, d, device)
 
         tokens = image.float().permute(1, 2, 0).reshape(n, 3)
         x = torch.empty(n, d, dtype=torch.float32, device=device)
         y = torch.empty_like(x)
-        stats = _first_layer(tokens, self.image.first_layer, x, chunk)
+        stats = self._first_layer(tokens, self.image.first_layer, x)
         *inner, last = self.image.blocks
         for block in inner:
-            stats = _residual_block(x, stats, block, y, chunk)
-        q_stats = _ChannelStats(d, device)
-        k_stats = _ChannelStats(d, device)
+            stats = self._residual_block(x, stats, block, y)
+        q_stats = self._new_stats()
+        k_stats = self._new_stats()
+        freqs = self.rope.freqs.float()
+        row_angles = self.rope.grid_coordinates(height, device)[:, None] * freqs[0]
+        col_angles = self.rope.grid_coordinates(width, device)[:, None] * freqs[1]
+        q0_t = _conv1x1_weight_t(self.query.first_layer)
+        k0_t = _conv1x1_weight_t(self.key.first_layer)
+        chunk_index = {r.start: i for i, r in enumerate(self.rows)}
 
         def rope_then_project(rows: slice, e: Tensor) -> None:
             # The image encoder's output chunk gets its position encoding, then feeds the
             # first layers of the query and key encoders. The query map reuses ``y`` (this
             # chunk of it was just consumed), the key map reuses ``x``.
-            idx = torch.arange(rows.start, rows.stop, device=device)
-            e_rot = rope.rotate(e, rope.angles(row_coord[idx // width], col_coord[idx % width]))
+            r0, r1 = row_ranges[chunk_index[rows.start]]
+            e_rot = self._rotate(e, row_angles[r0:r1], col_angles)
             torch.mm(e_rot, q0_t, out=y[rows])
-            q_stats.add(y[rows])
-            e.copy_(e_rot @ k0_t)
-            k_stats.add(e)
+            q_stats.add(y[rows], self.work)
+            torch.mm(e_rot, k0_t, out=e)
+            k_stats.add(e, self.work)
 
-        _residual_block(x, stats, last, y, chunk, tail=rope_then_project)
+        self._residual_block(x, stats, last, y, tail=rope_then_project)
         scratch = torch.empty_like(x)
         for block in self.key.blocks:
-            k_stats = _residual_block(x, k_stats, block, scratch, chunk)
+            k_stats = self._residual_block(x, k_stats, block, scratch)
         keys = [_pool(x, height, width, size) for size in key_sizes]
         del x
         for block in self.query.blocks:
-            q_stats = _residual_block(y, q_stats, block, scratch, chunk)
+            q_stats = self._residual_block(y, q_stats, block, scratch)
         del scratch
         queries = [_pool(y, height, width, size).permute(1, 2, 0) for size in query_sizes]
         return queries, keys
+
+    def _new_stats(self) -> _ChannelStats:
+        return _ChannelStats(self.dim, len(self.rows), self.work.act.device)
+
+    def _first_layer(self, tokens: Tensor, conv: nn.Conv2d, out: Tensor) -> _ChannelStats:
+        weight = _conv1x1_weight_t(conv)
+        stats = self._new_stats()
+        for rows in self.rows:
+            torch.mm(tokens[rows], weight, out=out[rows])
+            stats.add(out[rows], self.work)
+        return stats
+
+    def _residual_block(
+        self,
+        x: Tensor,
+        stats: _ChannelStats,
+        block: ResBlock,
+        scratch: Tensor,
+        tail: ChunkTail | None = None,
+    ) -> _ChannelStats:
+        """Runs ``block`` in place on token map ``x`` (N, d), using ``scratch`` (N, d).
+
+        ``tail``, if given, is called on every finished chunk instead of collecting statistics
+        of the output (the caller then owns what happens next). Returns the output's
+        statistics (empty if ``tail`` was given).
+        """
+        w1, w2 = _conv1x1_weight_t(block.conv1), _conv1x1_weight_t(block.conv2)
+        affine1 = stats.group_norm_affine(block.norm1, x, self.rows, self.work)
+        mid_stats = self._new_stats()
+        for rows in self.rows:
+            torch.mm(_norm_silu(x[rows], affine1, self.work), w1, out=scratch[rows])
+            mid_stats.add(scratch[rows], self.work)
+        affine2 = mid_stats.group_norm_affine(block.norm2, scratch, self.rows, self.work)
+        out_stats = self._new_stats()
+        for rows in self.rows:
+            x_rows = x[rows]
+            x_rows.addmm_(_norm_silu(scratch[rows], affine2, self.work), w2)
+            if tail is None:
+                out_stats.add(x_rows, self.work)
+            else:
+                tail(rows, x_rows)
+        return out_stats
+
+    def _rotate(self, e: Tensor, row_angles: Tensor, col_angles: Tensor) -> Tensor:
+        """``RotaryPositionEmbedding2d.rotate`` of a chunk of whole rows, into the workspace.
+
+        Args:
+            e: (rows * W, d) chunk.
+            row_angles: (rows, d) ``x * freqs[0]`` of the chunk's rows.
+            col_angles: (W, d) ``y * freqs[1]`` of every column.
+        """
+        n, d = e.shape
+        work, half = self.work, d // 2
+        angle = torch.add(
+            row_angles[:, None], col_angles[None], out=work.act[:n].view(-1, *col_angles.shape)
+        ).view(n, d)
+        cos = torch.cos(angle, out=work.cos[:n])
+        sin = torch.sin(angle, out=work.sin[:n])
+        out = torch.mul(e, cos, out=work.act[:n])
+        # x * cos + rot(x) * sin with rot(x) = [-x2, x1], half by half.
+        out[:, :half].addcmul_(e[:, half:], sin[:, :half], value=-1)
+        out[:, half:].addcmul_(e[:, :half], sin[:, half:])
+        return out
+
+
+def _pool(tokens: Tensor, height: int, width: int, size: Size) -> Tensor:
+    """(H*W, d) tokens -> (d, h, w) adaptive average pool (a channels-last view if no pooling)."""
+    # A 4-D channels-last view: pooling it runs the channels-last kernel directly (a 3-D map
+    # unsqueezed to 4-D is first copied to another layout, 20x slower at 448 px).
+    grid = tokens.view(1, height, width, -1).permute(0, 3, 1, 2)
+    if (height, width) != tuple(size):
+        grid = F.adaptive_avg_pool2d(grid, size)
+    return grid.squeeze(0)
+
+
+def _check_fusable(name: str, encoder: Encoder) -> None:
+    if not isinstance(encoder.first_layer, nn.Conv2d) or encoder.first_layer.kernel_size != (1, 1):
+        raise TypeError(f'the fused path needs a 1x1 convolution first in {name}')
+    if not encoder.blocks:
+        raise TypeError(f'the fused path needs at least one residual block in {name}')
 
 
 @torch.no_grad()
@@ -215,6 +305,7 @@ def fused_encoder_forward(
     rope: RotaryPositionEmbedding2d,
     query_sizes: Sequence[Size],
     key_sizes: Sequence[Size],
+    chunk_tokens: int | None = None,
 ) -> tuple[list[Tensor], list[Tensor]]:
     """AnyUp's queries and keys from the guidance image, without gradients.
 
@@ -230,22 +321,25 @@ def fused_encoder_forward(
         rope: The rotary position embedding applied to the image encoder's output.
         query_sizes: (H', W') sizes the queries are pooled to.
         key_sizes: (h, w) sizes the keys are pooled to.
+        chunk_tokens: Pixels per chunk (rounded down to whole image rows, at least one row);
+            default: a cache-sized chunk on the CPU, a device-filling one on CUDA.
 
     Returns:
         ``queries``, one (B, d, H', W') map per query size in channels-last memory format, and
         ``keys``, one (B, d, h, w) map per key size, all float32.
     """
     encoders = _Encoders(image_encoder, query_encoder, key_encoder, rope)
-    chunk = _CUDA_CHUNK_TOKENS if image.device.type == 'cuda' else _CPU_CHUNK_TOKENS
+    if chunk_tokens is None:
+        chunk_tokens = _CUDA_CHUNK_TOKENS if image.device.type == 'cuda' else _CPU_CHUNK_TOKENS
     if image.shape[0] == 1:
         # Hand the maps over as they are rather than copying them.
-        queries, keys = encoders.encode_one(image[0], query_sizes, key_sizes, chunk)
+        queries, keys = encoders.encode_one(image[0], query_sizes, key_sizes, chunk_tokens)
         return [q.unsqueeze(0).permute(0, 3, 1, 2) for q in queries], [k.unsqueeze(0) for k in keys]
     batch, d = image.shape[0], encoders.dim
     queries = [image.new_empty(batch, *s, d, dtype=torch.float32) for s in query_sizes]
     keys = [image.new_empty(batch, d, *s, dtype=torch.float32) for s in key_sizes]
     for b, img in enumerate(image):
-        q_one, k_one = encoders.encode_one(img, query_sizes, key_sizes, chunk)
+        q_one, k_one = encoders.encode_one(img, query_sizes, key_sizes, chunk_tokens)
         for out, value in zip(queries + keys, q_one + k_one):
             out[b] = value
     return [q.permute(0, 3, 1, 2) for q in queries], keys

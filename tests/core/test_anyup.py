@@ -303,3 +303,48 @@ def test_set_trainable_keeps_the_unused_parameters_frozen():
     assert frozen == unused
     model.set_trainable(False)
     assert not any(p.requires_grad for p in model.parameters())
+
+
+def test_fused_encoders_match_modules_over_many_chunks(published):
+    """Chunks of two image rows: statistics and rotary angles assembled across chunks."""
+    torch.manual_seed(1)
+    image = torch.randn(1, 3, 23, 29)
+    m = published
+    with torch.no_grad():
+        (q_fused,), (k_fused,) = fused_encoder_forward(
+            image,
+            m.image_encoder,
+            m.query_encoder,
+            m.key_encoder,
+            m.rope,
+            [(23, 29)],
+            [(4, 5)],
+            chunk_tokens=2 * 29 + 5,
+        )
+        enc = m.rope(m.image_encoder(image))
+        q = m.query_encoder(enc)
+        k = torch.nn.functional.adaptive_avg_pool2d(m.key_encoder(enc), (4, 5))
+    torch.testing.assert_close(q_fused, q, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(k_fused, k, rtol=1e-4, atol=1e-4)
+
+
+def test_fused_group_norm_statistics_survive_a_large_mean():
+    """Every channel far from zero: a group's mean dwarfs its spread.
+
+    Sums of squares alone lose that variance to cancellation (they even go negative); the
+    fused path detects it and recomputes the variance from the centred map.
+    """
+    from anyup_plugin.core.fused_encoder import _ChannelStats, _Workspace
+
+    torch.manual_seed(2)
+    tokens = 300.0 + 0.05 * torch.randn(2000, 128)
+    norm = torch.nn.GroupNorm(8, 128)
+    rows = [slice(r, min(r + 300, 2000)) for r in range(0, 2000, 300)]
+    work = _Workspace(300, 128, tokens.device)
+    stats = _ChannelStats(128, len(rows), tokens.device)
+    for r in rows:
+        stats.add(tokens[r], work)
+    scale, shift = stats.group_norm_affine(norm, tokens, rows, work)
+    with torch.no_grad():
+        expected = norm(tokens.t()[None])[0].t()
+    torch.testing.assert_close(tokens * scale + shift, expected, rtol=0, atol=2e-3)
