@@ -267,16 +267,17 @@ def windowed_attention(
         torch.is_grad_enabled()
         and (query_transform is not None or any(t.requires_grad for t in (queries, keys, values)))
     )
-    output = None
+    output = buffers = None
     if not functional:
         out_dtype = values.dtype if torch.is_autocast_enabled() else torch.result_type(values, keys)
         output = values.new_empty(batch, out_h, out_w, values.shape[-1], dtype=out_dtype)
+        buffers = _TileBuffers(queries.device)
     pieces = []
     for q_start, q_end, k_start, k_end in zip(
         rows.query_start, rows.query_end, rows.key_start, rows.key_end
     ):
-        k_tile, v_tile, mask = window_keys.rows(k_start, k_end)
-        per_row = batch * num_heads * layout.num_groups * layout.width * k_tile.shape[-1]
+        k_tile, v_tile, bias = window_keys.rows(k_start, k_end)
+        per_row = batch * num_heads * layout.num_groups * layout.width * k_tile.shape[-2]
         rows_per_tile = max(1, max_tile_elements // per_row)
         for r0 in range(q_start, q_end, rows_per_tile):
             n_rows = min(r0 + rows_per_tile, q_end) - r0
@@ -284,9 +285,9 @@ def windowed_attention(
             if query_transform is not None:
                 q_tile = query_transform(q_tile)
             attn = _head_averaged_softmax(
-                layout.gather_queries(q_tile), k_tile, mask, in_place=not functional
+                layout.gather_queries(q_tile, buffers), k_tile, bias, buffers
             )
-            out = torch.bmm(attn.to(v_tile.dtype), v_tile).view(batch, -1, v_tile.shape[-1])
+            out = _value_product(attn, v_tile, buffers).view(batch, -1, v_tile.shape[-1])
             if output is None:
                 pieces.append(layout.scatter_outputs(out, n_rows))
             else:
@@ -338,15 +339,24 @@ class _ColumnLayout:
         """Query slots per group."""
         return self.query_index.shape[1]
 
-    def gather_queries(self, q_tile: Tensor) -> Tensor:
-        """(B, n, W', D) queries of ``n`` output rows -> (B*G, n*Q, D), (group, row, slot) order."""
+    def gather_queries(self, q_tile: Tensor, buffers: _TileBuffers | None = None) -> Tensor:
+        """(B, n, W', D) queries of ``n`` output rows -> (B*G, n*Q, D), (group, row, slot) order.
+
+        With ``buffers`` the result is a view of a reused buffer.
+        """
         batch, n_rows, out_w, dim = q_tile.shape
         gather = (
             torch.arange(n_rows, device=q_tile.device)[None, :, None] * out_w
             + self.query_index[:, None, :]
         ).flatten()
-        q_tile = q_tile.reshape(batch, n_rows * out_w, dim).index_select(1, gather)
-        return q_tile.view(batch * self.num_groups, n_rows * self.width, dim)
+        q_tile = q_tile.reshape(batch, n_rows * out_w, dim)
+        shape = (batch * self.num_groups, n_rows * self.width, dim)
+        if buffers is None:
+            return q_tile.index_select(1, gather).view(shape)
+        out = buffers.get('queries', shape, q_tile.dtype).view(batch, -1, dim)
+        for b in range(batch):
+            torch.index_select(q_tile[b], 0, gather, out=out[b])
+        return out.view(shape)
 
     def scatter_outputs(self, out: Tensor, n_rows: int, into: Tensor | None = None) -> Tensor:
         """(B, G*n*Q, C) padded-layout outputs -> (B, n, W', C) in output order.
@@ -372,14 +382,14 @@ class _ColumnLayout:
 class _WindowColumns:
     """Keys and values gathered once per column group, for slicing by feature rows.
 
-    The layouts make any range of feature rows a strided view usable by batched matrix
-    products without a copy: ``keys`` (heads, B*G, head_dim, h, K), ``values``
-    (B*G, h, K, C), ``key_padding`` (G, h, K) or None.
+    The layouts make any range of feature rows a view usable by batched matrix products
+    without a copy: ``keys`` (heads, B*G, h, K, head_dim), ``values`` (B*G, h, K, C),
+    ``key_bias`` (G, h, K) (0 at real keys, -inf at padded slots) or None.
     """
 
     keys: Tensor
     values: Tensor
-    key_padding: Tensor | None
+    key_bias: Tensor | None
     batch: int
 
     @classmethod
@@ -387,79 +397,121 @@ class _WindowColumns:
         cls, keys: Tensor, values: Tensor, layout: _ColumnLayout, num_heads: int
     ) -> _WindowColumns:
         batch, feat_h, feat_w, dim = keys.shape
-        head_dim, device = dim // num_heads, keys.device
         n_groups, k_width = layout.key_index.shape
-        # One gather each, whose broadcast indices produce the final (contiguous) order
-        # directly; a permuted view would cost a copy of every row range instead.
-        row_idx = torch.arange(feat_h, device=device)
+        # Gathering whole channel vectors (the contiguous last dim) is a row copy per key.
+        rows = torch.arange(feat_h, device=keys.device)[None, :, None]
+        cols = layout.key_index[:, None, :]
         k_cols = (
-            keys.view(batch, feat_h, feat_w, num_heads, head_dim)
-            .permute(3, 0, 4, 1, 2)[
-                :,
-                :,
-                torch.arange(head_dim, device=device)[None, :, None, None],
-                row_idx[None, None, :, None],
-                layout.key_index[:, None, None, :],
-            ]
-            .reshape(num_heads, batch * n_groups, head_dim, feat_h, k_width)
+            keys[:, rows, cols]  # (B, G, h, K, D)
+            .view(batch * n_groups, feat_h, k_width, num_heads, dim // num_heads)
+            .permute(3, 0, 1, 2, 4)
+            .contiguous()
         )
-        v_cols = values[:, row_idx[None, :, None], layout.key_index[:, None, :]].reshape(
-            batch * n_groups, feat_h, k_width, values.shape[-1]
-        )
-        key_pad = None
+        v_cols = values[:, rows, cols].view(batch * n_groups, feat_h, k_width, values.shape[-1])
+        key_bias = None
         if layout.key_padding is not None:
-            key_pad = layout.key_padding[:, None, :].expand(n_groups, feat_h, k_width)
-        return cls(k_cols, v_cols, key_pad, batch)
+            bias = torch.zeros(layout.key_padding.shape, dtype=torch.float32, device=keys.device)
+            bias.masked_fill_(layout.key_padding, float('-inf'))
+            key_bias = bias[:, None, :].expand(n_groups, feat_h, k_width)
+        return cls(k_cols, v_cols, key_bias, batch)
 
     def rows(self, start: int, end: int) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Keys (heads, B*G, head_dim, n), values (B*G, n, C) and mask of feature rows [start, end).
+        """Keys (heads, B*G, n, head_dim), values (B*G, n, C) and bias of feature rows [start, end).
 
-        The mask, None when nothing is padded, broadcasts to (heads, B*G, queries, n).
+        The bias, None when nothing is padded, is (B*G, n, 1): 0 at real keys, -inf at padded
+        slots, to be added to the (B*G, n, queries) logits.
         """
-        num_heads, bg, head_dim = self.keys.shape[:3]
-        n_keys = (end - start) * self.keys.shape[-1]
-        k_tile = self.keys[:, :, :, start:end].reshape(num_heads, bg, head_dim, n_keys)
+        num_heads, bg = self.keys.shape[:2]
+        n_keys = (end - start) * self.keys.shape[3]
+        k_tile = self.keys[:, :, start:end].reshape(num_heads, bg, n_keys, self.keys.shape[-1])
         v_tile = self.values[:, start:end].reshape(bg, n_keys, self.values.shape[-1])
-        mask = None
-        if self.key_padding is not None:
-            n_groups = self.key_padding.shape[0]
-            mask = self.key_padding[:, start:end].reshape(1, n_groups, 1, n_keys)
-            mask = mask.expand(self.batch, -1, -1, -1).reshape(1, bg, 1, n_keys)
-        return k_tile, v_tile, mask
+        bias = None
+        if self.key_bias is not None:
+            n_groups = self.key_bias.shape[0]
+            bias = self.key_bias[:, start:end].reshape(1, n_groups, n_keys, 1)
+            bias = bias.expand(self.batch, -1, -1, -1).reshape(bg, n_keys, 1)
+        return k_tile, v_tile, bias
+
+
+class _TileBuffers:
+    """Reused buffers for the intermediates of the tiles of one call, without autograd.
+
+    Every tile's logits, attention maps and value products are views of these: allocating
+    them afresh per tile costs page faults comparable to the tile's arithmetic.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._flat: dict[str, Tensor] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+        """A (possibly dirty) ``shape`` view of buffer ``name``, grown when too small."""
+        numel = math.prod(shape)
+        flat = self._flat.get(name)
+        if flat is None or flat.numel() < numel or flat.dtype != dtype:
+            flat = torch.empty(numel, dtype=dtype, device=self.device)
+            self._flat[name] = flat
+        return flat[:numel].view(shape)
+
+
+def _value_product(attn_t: Tensor, values: Tensor, buffers: _TileBuffers | None) -> Tensor:
+    """(G, K, N) transposed attention maps and (G, K, C) values -> (G, N, C) weighted sums.
+
+    Into a reused buffer if ``buffers`` is given.
+    """
+    attn = attn_t.to(values.dtype).transpose(1, 2)
+    if buffers is None:
+        return torch.bmm(attn, values)
+    shape = (attn.shape[0], attn.shape[1], values.shape[-1])
+    return torch.bmm(attn, values, out=buffers.get('values', shape, values.dtype))
 
 
 def _head_averaged_softmax(
-    queries: Tensor, keys: Tensor, mask: Tensor | None, in_place: bool
+    queries: Tensor, keys: Tensor, bias: Tensor | None, buffers: _TileBuffers | None
 ) -> Tensor:
-    """Softmax attention maps of every head, averaged over the heads.
+    """Softmax attention maps of every head, averaged over the heads, keys first.
+
+    The maps are laid out (keys, queries): the softmax's maximum and sum then reduce over
+    an outer dimension, several times faster than over a short inner one. Padded keys get
+    their -inf inside the matrix product (its added term), not in a pass of their own.
 
     Args:
         queries: (G, N, D) queries, D split evenly among the heads.
-        keys: (heads, G, D / heads, K) keys.
-        mask: None, or a boolean mask broadcastable to (heads, G, N, K), True at padded keys.
-        in_place: Compute the logits into one float32 buffer and normalise it in place (no
-            autograd); otherwise build the graph with out-of-place operations.
+        keys: (heads, G, K, D / heads) keys.
+        bias: None, or (G, K, 1): 0 at real keys, -inf at padded ones.
+        buffers: Without autograd, compute the logits into a reused float32 buffer and
+            normalise it in place; None builds the graph with out-of-place operations.
 
     Returns:
-        (G, N, K) float32 attention maps.
+        (G, K, N) float32 attention maps: entry (g, k, n) is query n's weight of key k.
     """
-    num_heads, groups, head_dim, n_keys = keys.shape
-    heads = [queries[..., h * head_dim : (h + 1) * head_dim] for h in range(num_heads)]
-    if not in_place:
-        logits = torch.stack([torch.bmm(q, k) for q, k in zip(heads, keys)]).float()
-        if mask is not None:
-            logits = logits.masked_fill(mask, float('-inf'))
-        return logits.softmax(dim=-1).mean(dim=0)
-    # Without autograd the tile's logits are the largest intermediate: keep one buffer and
-    # normalise it in place rather than materialising the stacked, float and softmax copies.
-    logits = queries.new_empty(num_heads, groups, queries.shape[1], n_keys, dtype=torch.float32)
-    for h, (q, k) in enumerate(zip(heads, keys)):
+    num_heads, groups, n_keys, head_dim = keys.shape
+    heads = [
+        (queries[..., h * head_dim : (h + 1) * head_dim].transpose(1, 2), keys[h])
+        for h in range(num_heads)
+    ]
+
+    def logits_of(q: Tensor, k: Tensor, out: Tensor | None = None) -> Tensor:
+        if bias is None:
+            return torch.bmm(k, q, out=out)
+        return torch.baddbmm(bias.to(k.dtype), k, q, out=out)
+
+    if buffers is None:
+        logits = torch.stack([logits_of(q, k) for q, k in heads]).float()
+        return logits.softmax(dim=-2).mean(dim=0)
+    # The tile's logits are its largest intermediate: one buffer, normalised in place, rather
+    # than the stacked, float and softmax copies.
+    shape = (num_heads, groups, n_keys, queries.shape[1])
+    logits = buffers.get('logits', shape, torch.float32)
+    for h, (q, k) in enumerate(heads):
         if q.dtype == torch.float32 and k.dtype == torch.float32:
-            torch.bmm(q, k, out=logits[h])
+            logits_of(q, k, out=logits[h])
         else:
-            logits[h] = torch.bmm(q, k)
-    if mask is not None:
-        logits.masked_fill_(mask, float('-inf'))
-    logits.sub_(logits.amax(dim=-1, keepdim=True)).exp_()
-    logits.div_(logits.sum(dim=-1, keepdim=True))
-    return logits.mean(dim=0)
+            logits[h] = logits_of(q, k)
+    logits.sub_(logits.amax(dim=-2, keepdim=True)).exp_()
+    # The mean of the heads' softmaxes: sum_h exp_h / (heads * sum_h), one pass per head.
+    weights = logits.sum(dim=-2, keepdim=True).mul_(num_heads).reciprocal_()
+    attn = torch.mul(logits[0], weights[0], out=buffers.get('attention', shape[1:], torch.float32))
+    for h in range(1, num_heads):
+        attn.addcmul_(logits[h], weights[h])
+    return attn
