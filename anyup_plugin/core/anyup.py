@@ -303,8 +303,18 @@ class AnyUp(nn.Module):
         keys = F.linear(self._rms_norm(keys.permute(0, 2, 3, 1), attn.norm_k), k_weight, k_bias)
         values = features.permute(0, 2, 3, 1).contiguous()
 
-        def project_queries(q: Tensor) -> Tensor:
-            return F.linear(self._rms_norm(q, attn.norm_q), q_weight, q_bias)
+        eps = self._rms_eps(attn.norm_q)
+
+        def project_queries(q: Tensor, out: Tensor | None) -> Tensor:
+            # RMS norm then projection, as projection then row scaling (the norm is one
+            # factor per query): no normalised copy of the queries is made.
+            q = q.float()
+            inv_rms = torch.rsqrt(q.pow(2).mean(dim=-1, keepdim=True) + eps)
+            if out is None or torch.is_autocast_enabled(q.device.type):
+                # Out of place: for autograd, or in autocast's lower precision.
+                return torch.addcmul(q_bias, q @ q_weight.t(), inv_rms)
+            torch.matmul(q, q_weight.t(), out=out)
+            return out.mul_(inv_rms).add_(q_bias)
 
         out = windowed_attention(
             queries.permute(0, 2, 3, 1),
@@ -332,11 +342,15 @@ class AnyUp(nn.Module):
         return q_weight, b[:d] * scale, k_weight, b[d : 2 * d]
 
     @staticmethod
-    def _rms_norm(x: Tensor, norm: nn.RMSNorm) -> Tensor:
+    def _rms_eps(norm: nn.RMSNorm) -> float:
+        """The RMS norm's epsilon: its own, else float32's machine epsilon (PyTorch's default)."""
+        return norm.eps if norm.eps is not None else torch.finfo(torch.float32).eps
+
+    @classmethod
+    def _rms_norm(cls, x: Tensor, norm: nn.RMSNorm) -> Tensor:
         """RMS normalisation over the last dim in float32, without the weight (folded)."""
         x = x.float()
-        eps = norm.eps if norm.eps is not None else torch.finfo(torch.float32).eps
-        return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps)
+        return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + cls._rms_eps(norm))
 
     def multiply_adds(
         self,

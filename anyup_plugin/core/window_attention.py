@@ -32,6 +32,9 @@ from .checks import is_tracing
 
 Size = tuple[int, int]
 
+#: ``query_transform(q, out)``: (G, N, D_in) queries -> (G, N, D), into ``out`` unless None.
+QueryTransform = Callable[[Tensor, 'Tensor | None'], Tensor]
+
 __all__ = [
     'DEFAULT_MAX_TILE_ELEMENTS',
     'AxisGroups',
@@ -233,14 +236,14 @@ def windowed_attention(
     values: Tensor,
     window_ratio: float,
     num_heads: int,
-    query_transform: Callable[[Tensor], Tensor] | None = None,
+    query_transform: QueryTransform | None = None,
     max_tile_elements: int = DEFAULT_MAX_TILE_ELEMENTS,
 ) -> Tensor:
     """Head-averaged softmax attention of every output pixel over its feature window.
 
     Args:
-        queries: (B, H', W', D) queries in channels-last layout. If ``query_transform`` is
-            given it is applied tile by tile (e.g. normalisation and projection), so the
+        queries: (B, H', W', D_in) queries in channels-last layout. If ``query_transform``
+            is given it is applied tile by tile (e.g. normalisation and projection), so the
             transformed queries never exist at full resolution at once.
         keys: (B, h, w, D) projected keys.
         values: (B, h, w, C) values (the raw features).
@@ -248,7 +251,9 @@ def windowed_attention(
         num_heads: Number of heads; D is split evenly among them. Each head's logits are
             ``q_n . k_n`` (scale the queries beforehand), softmax over the window's keys is
             taken in float32, and the heads' attention maps are averaged.
-        query_transform: Optional map (B, n, W', D_in) -> (B, n, W', D).
+        query_transform: Optional per-query map, called as ``query_transform(q, out)`` on a
+            tile's gathered queries (G, N, D_in); it returns (G, N, D), written into ``out``
+            when ``out`` is not None (a reused buffer, given without autograd).
         max_tile_elements: Upper bound on the number of logits computed at once.
 
     Returns:
@@ -281,12 +286,14 @@ def windowed_attention(
         rows_per_tile = max(1, max_tile_elements // per_row)
         for r0 in range(q_start, q_end, rows_per_tile):
             n_rows = min(r0 + rows_per_tile, q_end) - r0
-            q_tile = queries[:, r0 : r0 + n_rows]
+            q_tile = layout.gather_queries(queries[:, r0 : r0 + n_rows], buffers)
             if query_transform is not None:
-                q_tile = query_transform(q_tile)
-            attn = _head_averaged_softmax(
-                layout.gather_queries(q_tile, buffers), k_tile, bias, buffers
-            )
+                out = None
+                if buffers is not None:
+                    shape = (*q_tile.shape[:2], keys.shape[-1])
+                    out = buffers.get('projected queries', shape, q_tile.dtype)
+                q_tile = query_transform(q_tile, out)
+            attn = _head_averaged_softmax(q_tile, k_tile, bias, buffers)
             out = _value_product(attn, v_tile, buffers).view(batch, -1, v_tile.shape[-1])
             if output is None:
                 pieces.append(layout.scatter_outputs(out, n_rows))
@@ -508,10 +515,39 @@ def _head_averaged_softmax(
             logits_of(q, k, out=logits[h])
         else:
             logits[h] = logits_of(q, k)
-    logits.sub_(logits.amax(dim=-2, keepdim=True)).exp_()
+    logits.sub_(_max_over_keys(logits, buffers)).exp_()
     # The mean of the heads' softmaxes: sum_h exp_h / (heads * sum_h), one pass per head.
     weights = logits.sum(dim=-2, keepdim=True).mul_(num_heads).reciprocal_()
     attn = torch.mul(logits[0], weights[0], out=buffers.get('attention', shape[1:], torch.float32))
     for h in range(1, num_heads):
         attn.addcmul_(logits[h], weights[h])
     return attn
+
+
+def _max_over_keys(logits: Tensor, buffers: _TileBuffers) -> Tensor:
+    """(heads, G, K, N) -> (heads, G, 1, N) maximum over K, by pairwise element-wise maxima.
+
+    ``amax`` over an outer dimension is fast only for some inner sizes (on the CPU, several
+    times slower when N is not a multiple of 32); halving K with ``torch.maximum`` costs about
+    one pass over the logits whatever the sizes.
+    """
+    n_keys = logits.shape[2]
+    if n_keys == 1:
+        return logits
+    half = n_keys // 2
+    shape = (*logits.shape[:2], half, logits.shape[3])
+    best = torch.maximum(
+        logits[:, :, :half],
+        logits[:, :, half : 2 * half],
+        out=buffers.get('max', shape, logits.dtype),
+    )
+    if n_keys % 2:
+        torch.maximum(best[:, :, :1], logits[:, :, -1:], out=best[:, :, :1])
+    while best.shape[2] > 1:
+        rows = best.shape[2]
+        half = rows // 2
+        torch.maximum(best[:, :, :half], best[:, :, half : 2 * half], out=best[:, :, :half])
+        if rows % 2:
+            torch.maximum(best[:, :, :1], best[:, :, rows - 1 : rows], out=best[:, :, :1])
+        best = best[:, :, :half]
+    return best
