@@ -309,7 +309,9 @@ class AnyUp(nn.Module):
             # RMS norm then projection, as projection then row scaling (the norm is one
             # factor per query): no normalised copy of the queries is made.
             q = q.float()
-            inv_rms = torch.rsqrt(q.pow(2).mean(dim=-1, keepdim=True) + eps)
+            # The norm's reduction allocates only one number per query.
+            mean_sq = torch.linalg.vector_norm(q, dim=-1, keepdim=True).square() / q.shape[-1]
+            inv_rms = torch.rsqrt(mean_sq + eps)
             if out is None or torch.is_autocast_enabled(q.device.type):
                 # Out of place: for autograd, or in autocast's lower precision.
                 return torch.addcmul(q_bias, q @ q_weight.t(), inv_rms)

@@ -264,7 +264,6 @@ def windowed_attention(
     rows = window_groups(out_h, feat_h, window_ratio)
     cols = window_groups(out_w, feat_w, window_ratio)
     layout = _ColumnLayout.build(cols.split(cols.balanced_width()), queries.device)
-    window_keys = _WindowColumns.gather(keys, values, layout, num_heads)
     # Without autograd (and outside tracing) the tiles are written into one buffer and the
     # softmax runs in place; otherwise tiles are built out of place and concatenated. (A query
     # transform may hold parameters, so it counts as needing gradients.)
@@ -277,6 +276,7 @@ def windowed_attention(
         out_dtype = values.dtype if torch.is_autocast_enabled() else torch.result_type(values, keys)
         output = values.new_empty(batch, out_h, out_w, values.shape[-1], dtype=out_dtype)
         buffers = _TileBuffers(queries.device)
+    window_keys = _WindowColumns(keys, values, layout, num_heads, 2 * rows.max_keys, buffers)
     pieces = []
     for q_start, q_end, k_start, k_end in zip(
         rows.query_start, rows.query_end, rows.key_start, rows.key_end
@@ -385,42 +385,70 @@ class _ColumnLayout:
         return into
 
 
-@dataclass(frozen=True)
 class _WindowColumns:
-    """Keys and values gathered once per column group, for slicing by feature rows.
+    """Keys and values of every column group, gathered band of feature rows by band.
 
-    The layouts make any range of feature rows a view usable by batched matrix products
-    without a copy: ``keys`` (heads, B*G, h, K, head_dim), ``values`` (B*G, h, K, C),
-    ``key_bias`` (G, h, K) (0 at real keys, -inf at padded slots) or None.
+    Each column group's key columns are copied side by side, so that any range of feature
+    rows inside the current band is a view usable by batched matrix products. The copies
+    repeat every feature column in about ``2 r w`` groups, so only a band of rows (twice the
+    tallest window) exists at once, refilled as the row groups move down: at 1024 px all rows
+    at once would take some 350 MB.
+
+    Args:
+        keys: (B, h, w, D) projected keys.
+        values: (B, h, w, C) values.
+        layout: The column groups.
+        num_heads: Heads D is split into.
+        band_rows: Feature rows gathered at once (at least the tallest window).
+        buffers: Reused storage for the bands, or None to allocate each (autograd).
     """
 
-    keys: Tensor
-    values: Tensor
-    key_bias: Tensor | None
-    batch: int
-
-    @classmethod
-    def gather(
-        cls, keys: Tensor, values: Tensor, layout: _ColumnLayout, num_heads: int
-    ) -> _WindowColumns:
+    def __init__(
+        self,
+        keys: Tensor,
+        values: Tensor,
+        layout: _ColumnLayout,
+        num_heads: int,
+        band_rows: int,
+        buffers: _TileBuffers | None,
+    ) -> None:
         batch, feat_h, feat_w, dim = keys.shape
-        n_groups, k_width = layout.key_index.shape
-        # Gathering whole channel vectors (the contiguous last dim) is a row copy per key.
-        rows = torch.arange(feat_h, device=keys.device)[None, :, None]
-        cols = layout.key_index[:, None, :]
-        k_cols = (
-            keys[:, rows, cols]  # (B, G, h, K, D)
-            .view(batch * n_groups, feat_h, k_width, num_heads, dim // num_heads)
-            .permute(3, 0, 1, 2, 4)
-            .contiguous()
+        self.batch, self.feat_h, self.feat_w = batch, feat_h, feat_w
+        self.num_heads, self.band_rows, self.buffers = num_heads, min(band_rows, feat_h), buffers
+        self.key_index = layout.key_index  # (G, K)
+        # (heads, B, h*w, head_dim) and (B, h*w, C): gathering whole vectors is a row copy each.
+        self.keys = keys.reshape(batch, feat_h * feat_w, num_heads, dim // num_heads).permute(
+            2, 0, 1, 3
         )
-        v_cols = values[:, rows, cols].view(batch * n_groups, feat_h, k_width, values.shape[-1])
-        key_bias = None
+        self.values = values.reshape(batch, feat_h * feat_w, values.shape[-1])
+        self.key_bias = None
         if layout.key_padding is not None:
             bias = torch.zeros(layout.key_padding.shape, dtype=torch.float32, device=keys.device)
-            bias.masked_fill_(layout.key_padding, float('-inf'))
-            key_bias = bias[:, None, :].expand(n_groups, feat_h, k_width)
-        return cls(k_cols, v_cols, key_bias, batch)
+            self.key_bias = bias.masked_fill_(layout.key_padding, float('-inf'))  # (G, K)
+        self.band = (0, 0)
+        self.band_keys = self.band_values = None
+
+    def _gather_band(self, start: int) -> None:
+        end = min(self.feat_h, start + self.band_rows)
+        n_groups, k_width = self.key_index.shape
+        rows = torch.arange(start, end, device=self.key_index.device)
+        flat = (rows[None, :, None] * self.feat_w + self.key_index[:, None, :]).flatten()
+        heads, batch, _, head_dim = self.keys.shape
+        n = flat.numel()
+        if self.buffers is None:
+            keys = self.keys.index_select(2, flat)
+            values = self.values.index_select(1, flat)
+        else:
+            keys = self.buffers.get('band keys', (heads, batch, n, head_dim), self.keys.dtype)
+            values = self.buffers.get(
+                'band values', (batch, n, self.values.shape[-1]), self.values.dtype
+            )
+            torch.index_select(self.keys, 2, flat, out=keys)
+            torch.index_select(self.values, 1, flat, out=values)
+        shape = (batch * n_groups, end - start, k_width)
+        self.band_keys = keys.view(heads, *shape, head_dim)
+        self.band_values = values.view(*shape, self.values.shape[-1])
+        self.band = (start, end)
 
     def rows(self, start: int, end: int) -> tuple[Tensor, Tensor, Tensor | None]:
         """Keys (heads, B*G, n, head_dim), values (B*G, n, C) and bias of feature rows [start, end).
@@ -428,15 +456,21 @@ class _WindowColumns:
         The bias, None when nothing is padded, is (B*G, n, 1): 0 at real keys, -inf at padded
         slots, to be added to the (B*G, n, queries) logits.
         """
-        num_heads, bg = self.keys.shape[:2]
-        n_keys = (end - start) * self.keys.shape[3]
-        k_tile = self.keys[:, :, start:end].reshape(num_heads, bg, n_keys, self.keys.shape[-1])
-        v_tile = self.values[:, start:end].reshape(bg, n_keys, self.values.shape[-1])
+        if not (self.band[0] <= start and end <= self.band[1]):
+            self._gather_band(start)
+        offset = start - self.band[0]
+        n_rows = end - start
+        bg, k_width = self.band_values.shape[0], self.band_values.shape[2]
+        n_keys = n_rows * k_width
+        k_tile = self.band_keys[:, :, offset : offset + n_rows].reshape(
+            self.num_heads, bg, n_keys, -1
+        )
+        v_tile = self.band_values[:, offset : offset + n_rows].reshape(bg, n_keys, -1)
         bias = None
         if self.key_bias is not None:
             n_groups = self.key_bias.shape[0]
-            bias = self.key_bias[:, start:end].reshape(1, n_groups, n_keys, 1)
-            bias = bias.expand(self.batch, -1, -1, -1).reshape(bg, n_keys, 1)
+            bias = self.key_bias[None, :, None, :].expand(self.batch, n_groups, n_rows, k_width)
+            bias = bias.reshape(bg, n_keys, 1)
         return k_tile, v_tile, bias
 
 
