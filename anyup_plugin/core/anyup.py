@@ -35,6 +35,7 @@ from .layers import (
 )
 from .window_attention import (
     DEFAULT_MAX_TILE_ELEMENTS,
+    QueryBands,
     window_pair_count,
     windowed_attention,
 )
@@ -191,13 +192,21 @@ class AnyUp(nn.Module):
         for size in query_sizes:
             # Rebinding frees the encoder's map once the conv has run.
             queries[size] = run('query conv', self.refine_queries, queries[size])
+        last_use = {size: i for i, size in enumerate(sizes)}
         results = []
-        for feats, size in zip(maps, sizes):
+        for i, (feats, size) in enumerate(zip(maps, sizes)):
             unified = run('feature unification', self.unify_features, feats)
             map_keys = run(
                 'aggregation', self.aggregate_keys, keys[tuple(feats.shape[-2:])], unified
             )
-            results.append(run('attention', self.attend, queries[size], map_keys, feats))
+            map_queries = queries[size]
+            if isinstance(map_queries, QueryBands) and last_use[size] == i:
+                # The last map of this size lets the attention free the bands it is done with.
+                map_queries = queries.pop(size)
+            elif isinstance(map_queries, QueryBands):
+                map_queries = map_queries.copy()
+            results.append(run('attention', self.attend, map_queries, map_keys, feats))
+            del map_queries
         return results
 
     def _check_inputs(
@@ -275,9 +284,18 @@ class AnyUp(nn.Module):
             [F.adaptive_avg_pool2d(key_map, size) for size in key_sizes],
         )
 
-    def refine_queries(self, queries: Tensor) -> Tensor:
-        """Stage ``query conv``: (B, d, H', W') -> (B, d, H', W') channels-last."""
-        return self.cross_decode.conv2d(queries.contiguous(memory_format=torch.channels_last))
+    def refine_queries(self, queries: Tensor) -> Tensor | QueryBands:
+        """Stage ``query conv``: (B, d, H', W') -> (B, d, H', W') channels-last.
+
+        Without autograd (and outside tracing) the result comes as :class:`QueryBands`, bands
+        of output rows convolved one at a time, which the attention releases as it passes
+        them: the refined queries and the output then never exist in full at the same time.
+        """
+        conv = self.cross_decode.conv2d
+        queries = queries.contiguous(memory_format=torch.channels_last)
+        if torch.is_grad_enabled() or is_tracing():
+            return conv(queries)
+        return QueryBands.convolve(queries, conv)
 
     def unify_features(self, features: Tensor) -> Tensor:
         """Stage ``feature unification``: (B, C, h, w) features -> (B, d, h, w) descriptors."""
@@ -287,11 +305,12 @@ class AnyUp(nn.Module):
         """Stage ``aggregation``: pooled image keys and descriptors (B, d, h, w) -> keys."""
         return self.aggregation(torch.cat([keys, unified], dim=1))
 
-    def attend(self, queries: Tensor, keys: Tensor, features: Tensor) -> Tensor:
+    def attend(self, queries: Tensor | QueryBands, keys: Tensor, features: Tensor) -> Tensor:
         """Stage ``attention``: windowed attention over the features, queries projected per tile.
 
         Args:
-            queries: (B, d, H', W') refined queries (channels-last is free to permute).
+            queries: (B, d, H', W') refined queries (channels-last is free to permute), or
+                :class:`QueryBands` of them, which the attention consumes.
             keys: (B, d, h, w) aggregated keys.
             features: (B, C, h, w) the values.
 
@@ -318,8 +337,10 @@ class AnyUp(nn.Module):
             torch.matmul(q, q_weight.t(), out=out)
             return out.mul_(inv_rms).add_(q_bias)
 
+        if isinstance(queries, Tensor):
+            queries = queries.permute(0, 2, 3, 1)
         out = windowed_attention(
-            queries.permute(0, 2, 3, 1),
+            queries,
             keys,
             values,
             self.window_ratio,

@@ -20,13 +20,15 @@ masked formulation of the published code, the parity reference, is
 
 from __future__ import annotations
 
+import bisect
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from .checks import is_tracing
 
@@ -38,6 +40,7 @@ QueryTransform = Callable[[Tensor, 'Tensor | None'], Tensor]
 __all__ = [
     'DEFAULT_MAX_TILE_ELEMENTS',
     'AxisGroups',
+    'QueryBands',
     'window_bounds',
     'window_groups',
     'window_pair_count',
@@ -48,6 +51,10 @@ __all__ = [
 #: intermediate, and 2**22 (16 MiB) bounds them at any output size while each batched matrix
 #: product stays large enough to run at the full matrix-multiply rate.
 DEFAULT_MAX_TILE_ELEMENTS = 2**22
+
+#: Elements per band of :class:`QueryBands` (32 MiB of float32): small against the map at
+#: large sizes, large enough for the convolution to run at its full rate.
+QUERY_BAND_ELEMENTS = 2**23
 
 #: float32 has a 24-bit significand.
 _FLOAT32_SIGNIFICAND_BITS = 24
@@ -230,8 +237,90 @@ def window_pair_count(out_size: Size, in_size: Size, window_ratio: float) -> int
     return per_axis[0] * per_axis[1]
 
 
+class QueryBands:
+    """A (B, H', W', D) query map held as bands of whole rows, released front to back.
+
+    The attention walks the output rows top to bottom; with the queries in bands it drops each
+    band once past it, while the output fills up, so the two never exist in full at once (at
+    1024 px and 384 channels that is 0.5 of 2 GiB).
+
+    Args:
+        bands: (B, rows_i, W', D) tensors, in row order.
+    """
+
+    def __init__(self, bands: Sequence[Tensor]) -> None:
+        if not bands:
+            raise ValueError('QueryBands needs at least one band')
+        self._bands = list(bands)
+        self._starts = [0]
+        for band in self._bands:
+            self._starts.append(self._starts[-1] + band.shape[1])
+        batch, _, width, dim = self._bands[0].shape
+        self.shape = torch.Size((batch, self._starts[-1], width, dim))
+        self.device, self.dtype = self._bands[0].device, self._bands[0].dtype
+        self.requires_grad = any(b.requires_grad for b in self._bands)
+
+    @classmethod
+    def convolve(
+        cls, queries: Tensor, conv: nn.Conv2d, band_elements: int = QUERY_BAND_ELEMENTS
+    ) -> QueryBands:
+        """``conv(queries)`` band by band: (B, D_in, H', W') -> bands of (B, rows, W', D).
+
+        Each band reads its rows plus the convolution's halo, zero-padded at the map's top
+        and bottom exactly as the convolution's own padding.
+
+        Args:
+            queries: (B, D_in, H', W') map.
+            conv: A stride-1, zero-padded convolution that keeps the size.
+            band_elements: Output elements per band (at least one row).
+        """
+        if conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.padding_mode != 'zeros':
+            raise ValueError('QueryBands.convolve needs a stride-1, zero-padded convolution')
+        batch, _, height, width = queries.shape
+        halo = conv.padding[0]
+        rows = max(1, band_elements // (batch * width * conv.out_channels))
+        bands = []
+        for r0 in range(0, height, rows):
+            r1 = min(r0 + rows, height)
+            lo, hi = max(r0 - halo, 0), min(r1 + halo, height)
+            band = queries[:, :, lo:hi]
+            if lo > r0 - halo or hi < r1 + halo:
+                band = F.pad(band, (0, 0, lo - (r0 - halo), (r1 + halo) - hi))
+            band = band.contiguous(memory_format=torch.channels_last)
+            out = F.conv2d(band, conv.weight, conv.bias, padding=(0, conv.padding[1]))
+            bands.append(out.permute(0, 2, 3, 1).contiguous())
+        return cls(bands)
+
+    def rows(self, start: int, end: int) -> Tensor:
+        """(B, end - start, W', D) rows [start, end): a view when inside one band."""
+        first = bisect.bisect_right(self._starts, start) - 1
+        last = bisect.bisect_left(self._starts, end) - 1
+        pieces = []
+        for i in range(first, last + 1):
+            band = self._bands[i]
+            if band is None:
+                raise RuntimeError(f'query rows {start}-{end} were already released')
+            b0 = self._starts[i]
+            pieces.append(band[:, max(start - b0, 0) : min(end, self._starts[i + 1]) - b0])
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
+
+    def release_before(self, row: int) -> None:
+        """Drops every band that ends at or before ``row``."""
+        for i, band_end in enumerate(self._starts[1:]):
+            if band_end <= row:
+                self._bands[i] = None
+
+    def copy(self) -> QueryBands:
+        """Another handle on the same bands, whose releases leave this one intact."""
+        return QueryBands(self._bands)
+
+    def to_tensor(self) -> Tensor:
+        """The whole (B, H', W', D) map (all bands must still be held)."""
+        return self.rows(0, self.shape[1])
+
+
 def windowed_attention(
-    queries: Tensor,
+    queries: Tensor | QueryBands,
     keys: Tensor,
     values: Tensor,
     window_ratio: float,
@@ -244,7 +333,8 @@ def windowed_attention(
     Args:
         queries: (B, H', W', D_in) queries in channels-last layout. If ``query_transform``
             is given it is applied tile by tile (e.g. normalisation and projection), so the
-            transformed queries never exist at full resolution at once.
+            transformed queries never exist at full resolution at once. As
+            :class:`QueryBands` they are released band by band as the tiles pass them.
         keys: (B, h, w, D) projected keys.
         values: (B, h, w, C) values (the raw features).
         window_ratio: Window half-size relative to the image; ``<= 0`` attends to all keys.
@@ -286,7 +376,12 @@ def windowed_attention(
         rows_per_tile = max(1, max_tile_elements // per_row)
         for r0 in range(q_start, q_end, rows_per_tile):
             n_rows = min(r0 + rows_per_tile, q_end) - r0
-            q_tile = layout.gather_queries(queries[:, r0 : r0 + n_rows], buffers)
+            q_rows = (
+                queries.rows(r0, r0 + n_rows)
+                if isinstance(queries, QueryBands)
+                else queries[:, r0 : r0 + n_rows]
+            )
+            q_tile = layout.gather_queries(q_rows, buffers)
             if query_transform is not None:
                 out = None
                 if buffers is not None:
@@ -301,6 +396,8 @@ def windowed_attention(
                 layout.scatter_outputs(
                     out.to(output.dtype), n_rows, into=output[:, r0 : r0 + n_rows]
                 )
+        if isinstance(queries, QueryBands):
+            queries.release_before(q_end)
     return output if output is not None else torch.cat(pieces, dim=1)
 
 

@@ -7,6 +7,7 @@ import torch
 
 from anyup_plugin.core.reference import dense_window_attention_reference
 from anyup_plugin.core.window_attention import (
+    QueryBands,
     window_bounds,
     window_groups,
     windowed_attention,
@@ -115,3 +116,41 @@ def test_gradients_match_dense_reference():
     dense_window_attention_reference(*ref_inputs, 0.2, 2).sum().backward()
     for a, b in zip(inputs, ref_inputs):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_query_bands_convolve_like_the_whole_map():
+    """Bands of 2 rows (plus halo, zero-padded at the borders) give the full convolution."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(6, 5, 3, padding=1, bias=False)
+    queries = torch.randn(2, 6, 9, 7).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        bands = QueryBands.convolve(queries, conv, band_elements=2 * 2 * 7 * 5)
+        expected = conv(queries).permute(0, 2, 3, 1)
+    assert bands.shape == expected.shape
+    torch.testing.assert_close(bands.to_tensor(), expected)
+    # Rows inside one band are a view; rows across bands are joined.
+    torch.testing.assert_close(bands.rows(3, 8), expected[:, 3:8])
+    handle = bands.copy()
+    handle.release_before(4)
+    with pytest.raises(RuntimeError, match='released'):
+        handle.rows(1, 5)
+    torch.testing.assert_close(handle.rows(4, 9), expected[:, 4:9])
+    torch.testing.assert_close(bands.rows(0, 2), expected[:, :2])  # the original keeps them
+
+
+def test_query_bands_reject_a_strided_convolution():
+    conv = torch.nn.Conv2d(4, 4, 3, padding=1, stride=2)
+    with pytest.raises(ValueError, match='stride-1'):
+        QueryBands.convolve(torch.randn(1, 4, 6, 6), conv)
+
+
+def test_attention_over_query_bands_matches_and_releases_them():
+    q, k, v = _random_qkv(1, (23, 17), (5, 4), 8, 3)
+    bands = QueryBands([q[:, r : r + 3] for r in range(0, 23, 3)])
+    with torch.no_grad():
+        expected = windowed_attention(q, k, v, 0.1, 2, max_tile_elements=200)
+        out = windowed_attention(bands, k, v, 0.1, 2, max_tile_elements=200)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    # Every band was released once the attention had passed it.
+    with pytest.raises(RuntimeError, match='released'):
+        bands.rows(0, 1)
