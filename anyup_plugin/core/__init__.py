@@ -5,7 +5,7 @@ from .encoder import FrozenTimmEncoder
 from .input_norm import ToImageNetNorm
 from .reference import dense_window_attention_reference, reference_upsample
 from .upsampler import UPSAMPLER_METHODS, FeatureUpsampler, build_anyup, stride_output_size
-from .window_attention import windowed_attention
+from .window_attention import QueryBands, windowed_attention
 
 __all__ = [
     'PUBLISHED_CHECKPOINTS',
@@ -13,6 +13,7 @@ __all__ = [
     'AnyUp',
     'FeatureUpsampler',
     'FrozenTimmEncoder',
+    'QueryBands',
     'ToImageNetNorm',
     'build_anyup',
     'dense_window_attention_reference',
