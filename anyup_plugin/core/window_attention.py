@@ -262,7 +262,7 @@ class QueryBands:
 
     @classmethod
     def convolve(
-        cls, queries: Tensor, conv: nn.Conv2d, band_elements: int = QUERY_BAND_ELEMENTS
+        cls, queries: Tensor, conv: nn.Conv2d, band_elements: int | None = None
     ) -> QueryBands:
         """``conv(queries)`` band by band: (B, D_in, H', W') -> bands of (B, rows, W', D).
 
@@ -272,12 +272,14 @@ class QueryBands:
         Args:
             queries: (B, D_in, H', W') map.
             conv: A stride-1, zero-padded convolution that keeps the size.
-            band_elements: Output elements per band (at least one row).
+            band_elements: Output elements per band (at least one row); default
+                :data:`QUERY_BAND_ELEMENTS`.
         """
         if conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.padding_mode != 'zeros':
             raise ValueError('QueryBands.convolve needs a stride-1, zero-padded convolution')
         batch, _, height, width = queries.shape
         halo = conv.padding[0]
+        band_elements = QUERY_BAND_ELEMENTS if band_elements is None else band_elements
         rows = max(1, band_elements // (batch * width * conv.out_channels))
         bands = []
         for r0 in range(0, height, rows):

@@ -109,3 +109,19 @@ def test_an_output_that_cannot_fit_fails_before_allocating(model):
     needed = 1 * 4 * side * side * 4 + 2 * 128 * side * side * 4
     with pytest.raises(ValueError, match=rf'needs {needed} bytes \(.* GiB\) but only'):
         model(torch.randn(1, 3, 8, 8), torch.randn(1, 4, 2, 2), output_size=side)
+
+
+def test_maps_sharing_an_output_size_share_query_bands(model, monkeypatch):
+    """Bands of 3 output rows: the maps of one size each read every band before any is freed."""
+    from anyup_plugin.core import window_attention
+
+    image, maps = _maps(seed=1)
+    sizes = [(14, 21), (14, 21), (30, 50), (14, 21)]
+    with torch.no_grad():
+        whole = model(image, maps, output_size=sizes)
+        monkeypatch.setattr(window_attention, 'QUERY_BAND_ELEMENTS', 2 * 3 * 21 * model.qk_dim)
+        banded = model(image, maps, output_size=sizes)
+        alone = [model(image, f, output_size=s) for f, s in zip(maps, sizes)]
+    for out, single, ref in zip(banded, alone, whole):
+        torch.testing.assert_close(out, single, rtol=0, atol=0)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
