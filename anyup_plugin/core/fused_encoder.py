@@ -94,7 +94,8 @@ class _ChannelStats:
         mean = channel_mean.view(groups, per_group).mean(dim=1)
         mean_sq = channel_mean_sq.view(groups, per_group).mean(dim=1)
         var = mean_sq - mean**2
-        if bool((var < _MIN_VARIANCE_FRACTION * mean_sq).any()):
+        # On an accelerator the centred pass is cheap and deciding would cost a host sync.
+        if tokens.device.type != 'cpu' or bool((var < _MIN_VARIANCE_FRACTION * mean_sq).any()):
             var = self._centred_group_variance(tokens, rows, channel_mean, groups, work)
         inv_std = torch.rsqrt(var.clamp_min(0) + norm.eps).repeat_interleave(per_group)
         mean = mean.repeat_interleave(per_group)
