@@ -26,23 +26,15 @@ image_size = 112
 max_epochs = 4
 
 model = dict(backbone=dict(checkpoint=None), neck=dict(checkpoint=None))
-train_pipeline = [
-    dict(type='LoadImageFromFile', imdecode_backend='pillow'),
-    dict(type='LoadNYUAnnotations', with_normals=True, max_depth=10.0),
-    dict(type='SegCenterCrop', size=crop_size),
-    dict(type='NYURandomResizedCrop', size=image_size, scale=(0.5, 1.0), ratio=(1.0, 1.0),
-         prob=0.5),
-    dict(type='RandomColorJitter', brightness=0.2, contrast=0.2, saturation=0.2, hue=0.2,
-         prob=0.8),
-    dict(type='PackNYUInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile', imdecode_backend='pillow'),
-    dict(type='LoadNYUAnnotations', with_normals=True, max_depth=10.0),
-    dict(type='SegCenterCrop', size=crop_size),
-    dict(type='NYUResize', size=image_size),
-    dict(type='PackNYUInputs'),
-]
+# The protocol's pipelines at the demo's sizes.
+train_pipeline = _base_.train_pipeline
+test_pipeline = _base_.test_pipeline
+for _step in train_pipeline + test_pipeline:
+    if _step.type == 'SegCenterCrop':
+        _step.size = crop_size
+    elif _step.type in ('NYURandomResizedCrop', 'NYUResize'):
+        _step.size = image_size
+del _step
 train_dataloader = dict(
     batch_size=4, num_workers=0, persistent_workers=False,
     dataset=dict(data_root=data_root, ann_file='splits/train.txt', pipeline=train_pipeline))
