@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import re
@@ -21,7 +20,6 @@ from d2_tiny import (
     ADE_LABELS,
     CONFIG_NAMES,
     CONFIGS,
-    ROOT,
     TINY,
     VOC_LABELS,
 )
@@ -45,15 +43,6 @@ from anyup_plugin.detectron2.datasets import root_key_of
 COCO_COARSE_LABELS = {
     COCO_STUFF27_CLASSES.index(name) for name in ('person', 'vehicle', 'sky', 'wall')
 }
-
-
-def _load_tool():
-    spec = importlib.util.spec_from_file_location(
-        'train_net_d2', ROOT / 'tools' / 'train_net_d2.py'
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize(
@@ -163,8 +152,8 @@ def test_every_config_trains_and_evaluates(make_cfg, dataset_roots, config, tmp_
     assert 0.0 <= results['mIoU'] <= 100.0 and 0.0 <= results['pACC'] <= 100.0
 
 
-def test_train_resume_and_evaluate_with_the_tool(ade_root, tmp_path):
-    tool = _load_tool()
+def test_train_resume_and_evaluate_with_the_tool(ade_root, tmp_path, load_tool):
+    tool = load_tool('train_net_d2')
     out = tmp_path / 'run'
     opts = [
         'MODEL.DEVICE', 'cpu',
@@ -211,8 +200,8 @@ def test_train_resume_and_evaluate_with_the_tool(ade_root, tmp_path):
     assert 'IoU-other' in sem_seg  # label 0 is a class
 
 
-def test_tool_data_root_needs_one_benchmark(make_cfg):
-    tool = _load_tool()
+def test_tool_data_root_needs_one_benchmark(make_cfg, load_tool):
+    tool = load_tool('train_net_d2')
     cfg = make_cfg('anyup')
     assert tool.data_root_key(cfg) == 'ADE20K151_ROOT'
     cfg.DATASETS.TEST = ('voc2012_sem_seg_val',)

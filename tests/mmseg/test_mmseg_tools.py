@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,15 +12,6 @@ pytest.importorskip('mmseg.models', reason='MMSegmentation (with mmcv ops) is no
 from PIL import Image
 
 from anyup_plugin.testing import DEMO_CLASSES, write_ade20k_layout_dataset
-
-TOOLS = Path(__file__).resolve().parents[2] / 'tools'
-
-
-def _load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f'_tool_{name}', TOOLS / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_demo_dataset_layout_and_labels(tmp_path):
@@ -44,14 +33,14 @@ def test_demo_dataset_layout_and_labels(tmp_path):
         write_ade20k_layout_dataset(tmp_path / 'real')
 
 
-def test_make_demo_dataset_cli(tmp_path, capsys):
-    _load_tool('make_demo_dataset').main([str(tmp_path), '--num-train', '2', '--num-val', '1'])
+def test_make_demo_dataset_cli(tmp_path, capsys, load_tool):
+    load_tool('make_demo_dataset').main([str(tmp_path), '--num-train', '2', '--num-val', '1'])
     assert 'ADEChallengeData2016' in capsys.readouterr().out
     assert len(list(tmp_path.glob('ADEChallengeData2016/images/training/*.jpg'))) == 2
 
 
-def test_demo_runs_end_to_end(tmp_path, capsys):
-    demo = _load_tool('demo')
+def test_demo_runs_end_to_end(tmp_path, capsys, load_tool):
+    demo = load_tool('demo')
     rc = demo.main([
         '--demo-dir', str(tmp_path / 'data'),
         '--work-dir', str(tmp_path / 'work'),
@@ -61,8 +50,8 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert rc == 0 and 'final val mIoU' in out
 
 
-def test_benchmark_reports_every_stage(capsys):
-    bench = _load_tool('benchmark_segmentor')
+def test_benchmark_reports_every_stage(capsys, load_tool):
+    bench = load_tool('benchmark_segmentor')
     bench.main(['--size', '28', '--warmup', '0', '--repeats', '1'])
     out = capsys.readouterr().out
     assert '| ade20k_dinov2.py | AnyUpNeck |' in out

@@ -203,9 +203,7 @@ def test_tools_train_and_mmsegs_own_train_run_the_depth_config(nyu_root, tmp_pat
 
 
 @pytest.mark.parametrize('stem', LINEAR)
-def test_visualize_nyu_writes_panels(stem, nyu_root, tmp_path):
-    import importlib.util
-
+def test_visualize_nyu_writes_panels(stem, nyu_root, tmp_path, load_tool):
     import torch
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
@@ -216,11 +214,7 @@ def test_visualize_nyu_writes_panels(stem, nyu_root, tmp_path):
     cfg.dump(str(path))
     init_default_scope('mmseg')
     torch.save({'state_dict': MODELS.build(cfg.model).state_dict()}, tmp_path / 'w.pth')
-    spec = importlib.util.spec_from_file_location(
-        'visualize_nyu', REPO / 'tools' / 'visualize_nyu.py'
-    )
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool('visualize_nyu')
     out = tmp_path / 'vis'
     assert tool.main([str(path), str(tmp_path / 'w.pth'), '--out-dir', str(out), '--num', '5']) == 0
     pngs = sorted(out.glob('*.png'))
@@ -235,12 +229,8 @@ def test_visualize_nyu_writes_panels(stem, nyu_root, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize('task', ['depth', 'normals'])
-def test_demo_task_trains_anyup_and_the_bilinear_twin(task, tmp_path, capsys):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location('demo_tool', REPO / 'tools' / 'demo.py')
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
+def test_demo_task_trains_anyup_and_the_bilinear_twin(task, tmp_path, capsys, load_tool):
+    demo = load_tool('demo')
     sizes = ['--epochs', '1', '--num-train', '8', '--num-val', '2']  # 2 steps: warm-up, cosine
     dirs = ['--demo-dir', str(tmp_path / 'data'), '--work-dir', str(tmp_path / 'w')]
     rc = demo.main(['--task', task, *sizes, *dirs])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import os
 import pickle
@@ -18,20 +17,12 @@ scipy_io = pytest.importorskip('scipy.io', reason='the converter needs scipy')
 
 from anyup_plugin.evaluation.nyu_layout import read_split, sample_paths  # noqa: E402
 
-TOOL = Path(__file__).resolve().parents[2] / 'tools' / 'convert_nyuv2.py'
 N, H, W = 5, 6, 8  # 5 labelled images of 6x8 (NYU: 1449 of 480x640)
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location('convert_nyuv2_tool', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope='module')
-def tool():
-    return load_tool()
+def tool(load_tool):
+    return load_tool('convert_nyuv2')
 
 
 def _labelled_arrays(seed: int = 0):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -20,16 +19,9 @@ TOOL = ROOT / 'tools' / 'upsample.py'
 SAMPLE = ROOT / 'anyup_plugin' / 'assets' / 'sample.png'
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location('anyup_upsample_tool', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope='module')
-def tool():
-    return load_tool()
+def tool(load_tool):
+    return load_tool('upsample')
 
 
 @pytest.fixture
