@@ -116,6 +116,20 @@ def build_config(args: argparse.Namespace, data_root: str) -> Config:
     return cfg
 
 
+def train_and_record(cfg: Config) -> list[tuple[int, dict]]:
+    """Trains ``cfg`` and returns its ``(epoch, metrics)`` after every validation.
+
+    An empty list (reported on stderr) means no validation ran.
+    """
+    runner = Runner.from_cfg(cfg)
+    recorder = _RecordValMetrics()
+    runner.register_hook(recorder)
+    runner.train()
+    if not recorder.history:
+        print('[demo] no validation ran', file=sys.stderr)
+    return recorder.history
+
+
 def main_nyu(args: argparse.Namespace) -> int:
     """Depth or normals on generated scenes: trains AnyUp and the bilinear twin, prints both."""
     start = time.perf_counter()
@@ -133,14 +147,10 @@ def main_nyu(args: argparse.Namespace) -> int:
         cfg.work_dir = osp.join(args.work_dir, name)
         if neck is not None:  # the twin: the same config with the bilinear neck
             cfg.model.neck = neck
-        runner = Runner.from_cfg(cfg)
-        recorder = _RecordValMetrics()
-        runner.register_hook(recorder)
-        runner.train()
-        if not recorder.history:
-            print('[demo] no validation ran', file=sys.stderr)
+        history = train_and_record(cfg)
+        if not history:
             return 1
-        histories[name] = recorder.history
+        histories[name] = history
     print(f'\n[demo] NYU {args.task}: test-split scores after each epoch (per image, averaged)')
     print('  epoch  ' + '  '.join(f'{n + " " + k:>18}' for n in histories for k in keys))
     for rows in zip(*histories.values()):
@@ -164,24 +174,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f'[demo] dataset: {data_root} ({args.num_train} train / {args.num_val} val)')
     cfg = build_config(args, data_root)
 
-    runner = Runner.from_cfg(cfg)
-    recorder = _RecordValMetrics()
-    runner.register_hook(recorder)
-    runner.train()
-
-    if not recorder.history:
-        print('[demo] no validation ran', file=sys.stderr)
+    history = train_and_record(cfg)
+    if not history:
         return 1
     print(
         '\n[demo] validation after each epoch (MMSeg mIoU: the mean over every class that occurs '
         'in the labels or in the predictions, so stray predictions of absent classes count as 0):'
     )
     print('  epoch    mIoU  mIoU (present classes)    aAcc')
-    for epoch, metrics in recorder.history:
+    for epoch, metrics in history:
         miou, aacc = metrics.get('mIoU', math.nan), metrics.get('aAcc', math.nan)
         present = metrics.get('mIoU_present', math.nan)
         print(f'  {epoch:5d}  {miou:6.2f}  {present:22.2f}  {aacc:6.2f}')
-    final = recorder.history[-1][1]
+    final = history[-1][1]
     if not args.data_root:
         present = ', '.join(DEMO_CLASSES.values())
         print(f'[demo] generated classes: {present}; random backbone and AnyUp weights')
