@@ -15,15 +15,6 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / 'configs' / 'mmseg' / 'ade20k_dinov2.py'
 
 
-def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 0, f'{args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}'
-    return proc
-
-
 @pytest.fixture
 def tiny_config(ade_root, shrink_config, tmp_path) -> Path:
     """The ADE20K probe config shrunk for the CPU, dumped to a file as a user would write it."""
@@ -34,9 +25,9 @@ def tiny_config(ade_root, shrink_config, tmp_path) -> Path:
 
 
 @pytest.mark.slow
-def test_train_resume_and_test(tiny_config, tmp_path):
+def test_train_resume_and_test(tiny_config, tmp_path, run_python):
     work = tmp_path / 'run'
-    _run(['tools/train.py', str(tiny_config), '--work-dir', str(work)], REPO)
+    run_python(['tools/train.py', str(tiny_config), '--work-dir', str(work)], REPO)
     first = work / 'epoch_1.pth'
     assert first.is_file()
     # The run's own checkpoints load under torch's safe default.
@@ -44,7 +35,7 @@ def test_train_resume_and_test(tiny_config, tmp_path):
     assert state['meta']['epoch'] == 1
 
     # One more epoch, continued from the newest checkpoint in the work directory.
-    _run(
+    run_python(
         [
             'tools/train.py',
             str(tiny_config),
@@ -61,7 +52,7 @@ def test_train_resume_and_test(tiny_config, tmp_path):
     logs = '\n'.join(p.read_text() for p in work.rglob('*.log'))
     assert 'resumed epoch: 1' in logs
 
-    proc = _run(
+    proc = run_python(
         ['tools/test.py', str(tiny_config), str(work / 'epoch_2.pth'), '--work-dir', str(tmp_path)],
         REPO,
     )
@@ -151,14 +142,14 @@ def test_killed_probe_run_resumes_to_the_uninterrupted_weights(shrink_config, tm
 
 
 @pytest.mark.slow
-def test_config_runs_unchanged_with_mmsegs_own_train_tool(tiny_config, tmp_path):
+def test_config_runs_unchanged_with_mmsegs_own_train_tool(tiny_config, tmp_path, run_python):
     import mmseg
 
     mmseg_train = Path(mmseg.__file__).parent / '.mim' / 'tools' / 'train.py'
     if not mmseg_train.is_file():
         pytest.skip(f'this mmsegmentation install ships no tools/train.py ({mmseg_train})')
     work = tmp_path / 'mmseg_run'
-    proc = _run([str(mmseg_train), str(tiny_config), '--work-dir', str(work)], tmp_path)
+    proc = run_python([str(mmseg_train), str(tiny_config), '--work-dir', str(work)], tmp_path)
     assert (work / 'epoch_1.pth').is_file()
     assert 'mIoU' in proc.stdout + proc.stderr
 

@@ -4,9 +4,6 @@ tools/train.py and MMSegmentation's own tools/train.py run a depth config unchan
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -175,21 +172,12 @@ def test_configs_pin_the_probe3d_protocol(stem):
     assert cfg.default_hooks.checkpoint.save_best is None  # no selection on the test split
 
 
-def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 0, f'{args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}'
-    return proc
-
-
 @pytest.mark.slow
-def test_tools_train_and_mmsegs_own_train_run_the_depth_config(nyu_root, tmp_path):
+def test_tools_train_and_mmsegs_own_train_run_the_depth_config(nyu_root, tmp_path, run_python):
     cfg = shrink(Config.fromfile(str(CONFIG_DIR / 'nyu_depth_dinov2.py')), nyu_root, tmp_path)
     path = tmp_path / 'nyu_depth_tiny.py'
     cfg.dump(str(path))
-    proc = _run(['tools/train.py', str(path), '--work-dir', str(tmp_path / 'ours')], REPO)
+    proc = run_python(['tools/train.py', str(path), '--work-dir', str(tmp_path / 'ours')], REPO)
     assert 'delta1' in proc.stdout + proc.stderr
     assert (tmp_path / 'ours' / 'epoch_1.pth').is_file()
 
@@ -198,7 +186,7 @@ def test_tools_train_and_mmsegs_own_train_run_the_depth_config(nyu_root, tmp_pat
     mmseg_train = Path(mmseg.__file__).parent / '.mim' / 'tools' / 'train.py'
     if not mmseg_train.is_file():
         pytest.skip(f'this mmsegmentation install ships no tools/train.py ({mmseg_train})')
-    _run([str(mmseg_train), str(path), '--work-dir', str(tmp_path / 'mmseg')], tmp_path)
+    run_python([str(mmseg_train), str(path), '--work-dir', str(tmp_path / 'mmseg')], tmp_path)
     assert (tmp_path / 'mmseg' / 'epoch_1.pth').is_file()
 
 
