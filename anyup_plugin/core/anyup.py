@@ -200,11 +200,10 @@ class AnyUp(nn.Module):
                 'aggregation', self.aggregate_keys, keys[tuple(feats.shape[-2:])], unified
             )
             map_queries = queries[size]
-            if isinstance(map_queries, QueryBands) and last_use[size] == i:
-                # The last map of this size lets the attention free the bands it is done with.
-                map_queries = queries.pop(size)
-            elif isinstance(map_queries, QueryBands):
-                map_queries = map_queries.copy()
+            if isinstance(map_queries, QueryBands):
+                # The last map of this size lets the attention free the bands it is done
+                # with; the maps before it read a handle of their own.
+                map_queries = queries.pop(size) if last_use[size] == i else map_queries.copy()
             results.append(run('attention', self.attend, map_queries, map_keys, feats))
             del map_queries
         return results

@@ -173,8 +173,10 @@ class _Encoders:
         # Chunks of whole image rows: the rotary angles of a chunk are then one broadcast sum
         # of per-row and per-column angles.
         chunk_rows = max(1, chunk_tokens // width)
-        row_ranges = [(r, min(r + chunk_rows, height)) for r in range(0, height, chunk_rows)]
-        self.rows = [slice(r0 * width, r1 * width) for r0, r1 in row_ranges]
+        self.rows = [
+            slice(r * width, min(r + chunk_rows, height) * width)
+            for r in range(0, height, chunk_rows)
+        ]
         self.work = _Workspace(chunk_rows * width, d, device)
 
         tokens = image.float().permute(1, 2, 0).reshape(n, 3)
@@ -191,14 +193,13 @@ class _Encoders:
         col_angles = self.rope.grid_coordinates(width, device)[:, None] * freqs[1]
         q0_t = _conv1x1_weight_t(self.query.first_layer)
         k0_t = _conv1x1_weight_t(self.key.first_layer)
-        chunk_index = {r.start: i for i, r in enumerate(self.rows)}
 
         def rope_then_project(rows: slice, e: Tensor) -> None:
             # The image encoder's output chunk gets its position encoding, then feeds the
             # first layers of the query and key encoders. The query map reuses ``y`` (this
             # chunk of it was just consumed), the key map reuses ``x``.
-            r0, r1 = row_ranges[chunk_index[rows.start]]
-            e_rot = self._rotate(e, row_angles[r0:r1], col_angles)
+            image_rows = slice(rows.start // width, rows.stop // width)
+            e_rot = self._rotate(e, row_angles[image_rows], col_angles)
             torch.mm(e_rot, q0_t, out=y[rows])
             q_stats.add(y[rows], self.work)
             torch.mm(e_rot, k0_t, out=e)

@@ -275,8 +275,17 @@ class QueryBands:
             band_elements: Output elements per band (at least one row); default
                 :data:`QUERY_BAND_ELEMENTS`.
         """
-        if conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.padding_mode != 'zeros':
-            raise ValueError('QueryBands.convolve needs a stride-1, zero-padded convolution')
+        same_size = tuple(k // 2 for k in conv.kernel_size)
+        if (
+            conv.stride != (1, 1)
+            or conv.dilation != (1, 1)
+            or conv.padding_mode != 'zeros'
+            or conv.padding != same_size
+        ):
+            raise ValueError(
+                'QueryBands.convolve needs a stride-1, zero-padded convolution that keeps the '
+                f'size, got {conv}'
+            )
         batch, _, height, width = queries.shape
         halo = conv.padding[0]
         band_elements = QUERY_BAND_ELEMENTS if band_elements is None else band_elements

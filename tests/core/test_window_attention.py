@@ -138,8 +138,12 @@ def test_query_bands_convolve_like_the_whole_map():
     torch.testing.assert_close(bands.rows(0, 2), expected[:, :2])  # the original keeps them
 
 
-def test_query_bands_reject_a_strided_convolution():
-    conv = torch.nn.Conv2d(4, 4, 3, padding=1, stride=2)
+@pytest.mark.parametrize(
+    'conv',
+    [torch.nn.Conv2d(4, 4, 3, padding=1, stride=2), torch.nn.Conv2d(4, 4, 3, padding=0)],
+    ids=['strided', 'shrinking'],
+)
+def test_query_bands_reject_a_convolution_that_changes_the_size(conv):
     with pytest.raises(ValueError, match='stride-1'):
         QueryBands.convolve(torch.randn(1, 4, 6, 6), conv)
 
