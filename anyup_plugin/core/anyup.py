@@ -186,7 +186,8 @@ class AnyUp(nn.Module):
         run = run_stage or _run_stage
         query_sizes = list(dict.fromkeys(sizes))
         key_sizes = list(dict.fromkeys(tuple(f.shape[-2:]) for f in maps))
-        queries, keys = run('encoders', self.encode_guidance, image, query_sizes, key_sizes)
+        lender, memory = self._output_to_lend(image, maps, sizes)
+        queries, keys = run('encoders', self.encode_guidance, image, query_sizes, key_sizes, memory)
         queries = dict(zip(query_sizes, queries))
         keys = dict(zip(key_sizes, keys))
         for size in query_sizes:
@@ -204,9 +205,37 @@ class AnyUp(nn.Module):
                 # The last map of this size lets the attention free the bands it is done
                 # with; the maps before it read a handle of their own.
                 map_queries = queries.pop(size) if last_use[size] == i else map_queries.copy()
-            results.append(run('attention', self.attend, map_queries, map_keys, feats))
-            del map_queries
+            out = memory if i == lender else None
+            results.append(run('attention', self.attend, map_queries, map_keys, feats, out))
+            del map_queries, out
         return results
+
+    def _output_to_lend(
+        self, image: Tensor, maps: Sequence[Tensor], sizes: Sequence[Size]
+    ) -> tuple[int | None, Tensor | None]:
+        """The largest float32 output, allocated now so the fused encoders can work in it.
+
+        The encoders' maps die once the query convolution has run, before any attention
+        writes: lending them the output's memory faults its pages in once for both (on a VM
+        first touching memory costs about as much as the encoders' work on it).
+
+        Returns:
+            ``(index of the map, its (B, C, H', W') channels-last output)``, or ``(None,
+            None)`` off the fused path or when no output is float32.
+        """
+        if torch.is_grad_enabled() or is_tracing():
+            return None, None
+        candidates = [
+            (f.shape[1] * h * w, i)
+            for i, (f, (h, w)) in enumerate(zip(maps, sizes))
+            if f.dtype == torch.float32
+        ]
+        if not candidates:
+            return None, None
+        _, index = max(candidates)
+        (height, width), channels = sizes[index], maps[index].shape[1]
+        out = image.new_empty(image.shape[0], height, width, channels, dtype=torch.float32)
+        return index, out.permute(0, 3, 1, 2)
 
     def _check_inputs(
         self,
@@ -249,7 +278,11 @@ class AnyUp(nn.Module):
         )
 
     def encode_guidance(
-        self, image: Tensor, query_sizes: Sequence[Size], key_sizes: Sequence[Size]
+        self,
+        image: Tensor,
+        query_sizes: Sequence[Size],
+        key_sizes: Sequence[Size],
+        memory: Tensor | None = None,
     ) -> tuple[list[Tensor], list[Tensor]]:
         """Stage ``encoders``: the image, query and key encoders at full resolution.
 
@@ -260,6 +293,9 @@ class AnyUp(nn.Module):
             image: (B, 3, H, W) guidance.
             query_sizes: (H', W') sizes to pool the queries to.
             key_sizes: (h, w) sizes to pool the keys to.
+            memory: Float32 memory the fused path may work in (see
+                :func:`~anyup_plugin.core.fused_encoder.fused_encoder_forward`); unpooled
+                queries may then be views of it.
 
         Returns:
             One (B, d, H', W') query map per query size and one (B, d, h, w) key map per key
@@ -274,6 +310,7 @@ class AnyUp(nn.Module):
                 self.rope,
                 query_sizes,
                 key_sizes,
+                memory=None if memory is None else memory.permute(0, 2, 3, 1),
             )
         enc = self.rope(self.image_encoder(image))
         query_map = self.query_encoder(enc)
@@ -304,7 +341,13 @@ class AnyUp(nn.Module):
         """Stage ``aggregation``: pooled image keys and descriptors (B, d, h, w) -> keys."""
         return self.aggregation(torch.cat([keys, unified], dim=1))
 
-    def attend(self, queries: Tensor | QueryBands, keys: Tensor, features: Tensor) -> Tensor:
+    def attend(
+        self,
+        queries: Tensor | QueryBands,
+        keys: Tensor,
+        features: Tensor,
+        out: Tensor | None = None,
+    ) -> Tensor:
         """Stage ``attention``: windowed attention over the features, queries projected per tile.
 
         Args:
@@ -312,6 +355,8 @@ class AnyUp(nn.Module):
                 :class:`QueryBands` of them, which the attention consumes.
             keys: (B, d, h, w) aggregated keys.
             features: (B, C, h, w) the values.
+            out: Optional (B, C, H', W') channels-last tensor to write into (without autograd
+                and outside tracing).
 
         Returns:
             (B, C, H', W') in channels-last memory format.
@@ -346,6 +391,7 @@ class AnyUp(nn.Module):
             self.num_heads,
             query_transform=project_queries,
             max_tile_elements=self.max_tile_elements,
+            out=None if out is None else out.permute(0, 2, 3, 1),
         )
         return out.permute(0, 3, 1, 2)
 

@@ -166,8 +166,13 @@ class _Encoders:
         query_sizes: Sequence[Size],
         key_sizes: Sequence[Size],
         chunk_tokens: int,
+        memory: Tensor | None,
     ) -> tuple[list[Tensor], list[Tensor]]:
-        """One image (3, H, W) -> queries (H'_i, W'_i, d) per query size, keys (d, h_j, w_j)."""
+        """One image (3, H, W) -> queries (H'_i, W'_i, d) per query size, keys (d, h_j, w_j).
+
+        The full-resolution maps are carved from ``memory`` as far as it reaches; an unpooled
+        query map is then a view of it.
+        """
         _, height, width = image.shape
         d, n, device = self.dim, height * width, image.device
         # Chunks of whole image rows: the rotary angles of a chunk are then one broadcast sum
@@ -180,8 +185,7 @@ class _Encoders:
         self.work = _Workspace(chunk_rows * width, d, device)
 
         tokens = image.float().permute(1, 2, 0).reshape(n, 3)
-        x = torch.empty(n, d, dtype=torch.float32, device=device)
-        y = torch.empty_like(x)
+        x, y, scratch = _token_maps(3, n, d, device, memory)
         stats = self._first_layer(tokens, self.image.first_layer, x)
         *inner, last = self.image.blocks
         for block in inner:
@@ -206,10 +210,11 @@ class _Encoders:
             k_stats.add(e, self.work)
 
         self._residual_block(x, stats, last, y, tail=rope_then_project)
-        scratch = torch.empty_like(x)
         for block in self.key.blocks:
             k_stats = self._residual_block(x, k_stats, block, scratch)
-        keys = [_pool(x, height, width, size) for size in key_sizes]
+        # Keys outlive ``memory`` (the caller may overwrite it after the query convolution),
+        # so an unpooled key map is copied out of it.
+        keys = [_pool(x, height, width, size, copy=memory is not None) for size in key_sizes]
         del x
         for block in self.query.blocks:
             q_stats = self._residual_block(y, q_stats, block, scratch)
@@ -281,13 +286,33 @@ class _Encoders:
         return out
 
 
-def _pool(tokens: Tensor, height: int, width: int, size: Size) -> Tensor:
-    """(H*W, d) tokens -> (d, h, w) adaptive average pool (a channels-last view if no pooling)."""
+def _token_maps(
+    count: int, tokens: int, dim: int, device: torch.device, memory: Tensor | None
+) -> list[Tensor]:
+    """``count`` float32 (tokens, dim) maps, carved from ``memory`` while it lasts."""
+    size = tokens * dim
+    spare = memory.view(-1) if memory is not None else None
+    maps = []
+    for i in range(count):
+        if spare is not None and spare.numel() >= (i + 1) * size:
+            maps.append(spare[i * size : (i + 1) * size].view(tokens, dim))
+        else:
+            maps.append(torch.empty(tokens, dim, dtype=torch.float32, device=device))
+    return maps
+
+
+def _pool(tokens: Tensor, height: int, width: int, size: Size, copy: bool = False) -> Tensor:
+    """(H*W, d) tokens -> (d, h, w) adaptive average pool.
+
+    Without pooling the result is a channels-last view of ``tokens``, or a copy if ``copy``.
+    """
     # A 4-D channels-last view: pooling it runs the channels-last kernel directly (a 3-D map
     # unsqueezed to 4-D is first copied to another layout, 20x slower at 448 px).
     grid = tokens.view(1, height, width, -1).permute(0, 3, 1, 2)
     if (height, width) != tuple(size):
         grid = F.adaptive_avg_pool2d(grid, size)
+    elif copy:
+        grid = grid.clone()
     return grid.squeeze(0)
 
 
@@ -308,6 +333,7 @@ def fused_encoder_forward(
     query_sizes: Sequence[Size],
     key_sizes: Sequence[Size],
     chunk_tokens: int | None = None,
+    memory: Tensor | None = None,
 ) -> tuple[list[Tensor], list[Tensor]]:
     """AnyUp's queries and keys from the guidance image, without gradients.
 
@@ -325,23 +351,36 @@ def fused_encoder_forward(
         key_sizes: (h, w) sizes the keys are pooled to.
         chunk_tokens: Pixels per chunk (rounded down to whole image rows, at least one row);
             default: a cache-sized chunk on the CPU, a device-filling one on CUDA.
+        memory: Optional contiguous float32 memory, on the image's device, that the encoders
+            may use for their three (H*W, d) working maps as far as it reaches (at batch 1
+            an unpooled query map then stays in it). The caller can lend memory it is about
+            to overwrite, e.g. the output before the attention writes it: each fresh page
+            costs a fault (on some machines as long as the work on it), and this way the
+            output's pages are faulted in once for both uses.
 
     Returns:
         ``queries``, one (B, d, H', W') map per query size in channels-last memory format, and
-        ``keys``, one (B, d, h, w) map per key size, all float32.
+        ``keys``, one (B, d, h, w) map per key size, all float32. Keys never share ``memory``.
     """
+    if memory is not None and (
+        memory.dtype != torch.float32 or memory.device != image.device or not memory.is_contiguous()
+    ):
+        raise ValueError(
+            "memory must be a contiguous float32 tensor on the image's device, got "
+            f'{memory.dtype} on {memory.device}'
+        )
     encoders = _Encoders(image_encoder, query_encoder, key_encoder, rope)
     if chunk_tokens is None:
         chunk_tokens = _CUDA_CHUNK_TOKENS if image.device.type == 'cuda' else _CPU_CHUNK_TOKENS
     if image.shape[0] == 1:
         # Hand the maps over as they are rather than copying them.
-        queries, keys = encoders.encode_one(image[0], query_sizes, key_sizes, chunk_tokens)
+        queries, keys = encoders.encode_one(image[0], query_sizes, key_sizes, chunk_tokens, memory)
         return [q.unsqueeze(0).permute(0, 3, 1, 2) for q in queries], [k.unsqueeze(0) for k in keys]
     batch, d = image.shape[0], encoders.dim
     queries = [image.new_empty(batch, *s, d, dtype=torch.float32) for s in query_sizes]
     keys = [image.new_empty(batch, d, *s, dtype=torch.float32) for s in key_sizes]
     for b, img in enumerate(image):
-        q_one, k_one = encoders.encode_one(img, query_sizes, key_sizes, chunk_tokens)
+        q_one, k_one = encoders.encode_one(img, query_sizes, key_sizes, chunk_tokens, memory)
         for out, value in zip(queries + keys, q_one + k_one):
             out[b] = value
     return [q.permute(0, 3, 1, 2) for q in queries], keys

@@ -338,6 +338,7 @@ def windowed_attention(
     num_heads: int,
     query_transform: QueryTransform | None = None,
     max_tile_elements: int = DEFAULT_MAX_TILE_ELEMENTS,
+    out: Tensor | None = None,
 ) -> Tensor:
     """Head-averaged softmax attention of every output pixel over its feature window.
 
@@ -356,9 +357,12 @@ def windowed_attention(
             tile's gathered queries (G, N, D_in); it returns (G, N, D), written into ``out``
             when ``out`` is not None (a reused buffer, given without autograd).
         max_tile_elements: Upper bound on the number of logits computed at once.
+        out: Optional (B, H', W', C) tensor of the result's dtype to write the result into;
+            only without autograd and outside tracing.
 
     Returns:
-        (B, H', W', C) attention output, the convex combination of window values.
+        (B, H', W', C) attention output, the convex combination of window values (``out`` if
+        given).
     """
     batch, out_h, out_w, _ = queries.shape
     feat_h, feat_w = keys.shape[1:3]
@@ -373,9 +377,20 @@ def windowed_attention(
         and (query_transform is not None or any(t.requires_grad for t in (queries, keys, values)))
     )
     output = buffers = None
+    if functional and out is not None:
+        raise ValueError('out= is only supported without autograd and outside tracing')
     if not functional:
         out_dtype = values.dtype if torch.is_autocast_enabled() else torch.result_type(values, keys)
-        output = values.new_empty(batch, out_h, out_w, values.shape[-1], dtype=out_dtype)
+        shape = (batch, out_h, out_w, values.shape[-1])
+        if out is None:
+            output = values.new_empty(shape, dtype=out_dtype)
+        elif out.shape != shape or out.dtype != out_dtype or out.device != values.device:
+            raise ValueError(
+                f'out must be a {out_dtype} tensor of shape {tuple(shape)} on {values.device}, '
+                f'got {out.dtype} {tuple(out.shape)} on {out.device}'
+            )
+        else:
+            output = out
         buffers = _TileBuffers(queries.device)
     window_keys = _WindowColumns(keys, values, layout, num_heads, 2 * rows.max_keys, buffers)
     pieces = []

@@ -84,6 +84,27 @@ def test_fused_encoders_match_modules(published, batch):
     torch.testing.assert_close(k_fused, k, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize('batch', [1, 2])
+def test_fused_encoders_work_in_lent_memory(published, batch):
+    """The same maps with the working maps carved from lent memory; keys never stay in it."""
+    torch.manual_seed(3)
+    image = torch.randn(batch, 3, 13, 11)
+    m = published
+    args = (m.image_encoder, m.query_encoder, m.key_encoder, m.rope, [(13, 11)], [(13, 11)])
+    memory = torch.full((batch * 3 * 13 * 11 * 128 + 7,), float('nan'))
+    with torch.no_grad():
+        queries, keys = fused_encoder_forward(image, *args)
+        lent_queries, lent_keys = fused_encoder_forward(image, *args, memory=memory)
+    torch.testing.assert_close(lent_queries, queries, rtol=0, atol=0)
+    torch.testing.assert_close(lent_keys, keys, rtol=0, atol=0)
+    start, end = memory.data_ptr(), memory.data_ptr() + memory.numel() * 4
+    assert start <= lent_queries[0].data_ptr() < end or batch > 1  # at batch 1, a view
+    assert not start <= lent_keys[0].data_ptr() < end
+    assert not torch.isnan(memory[: 3 * 13 * 11 * 128]).any()  # all three maps were carved
+    with pytest.raises(ValueError, match='memory must be a contiguous float32 tensor'):
+        fused_encoder_forward(image, *args, memory=memory.double())
+
+
 def test_named_parts_are_the_checkpoint_layers(golden):
     """Named accessors point at the layers the published key names hold."""
     model = AnyUp()

@@ -125,3 +125,25 @@ def test_maps_sharing_an_output_size_share_query_bands(model, monkeypatch):
     for out, single, ref in zip(banded, alone, whole):
         torch.testing.assert_close(out, single, rtol=0, atol=0)
         torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('batch', [1, 2])
+def test_maps_at_image_resolution_keep_their_keys(model, batch):
+    """Unpooled keys must not live in the output the encoders borrowed.
+
+    The largest output lends its memory to the encoders; here the keys need no pooling, so
+    without a copy the second map would read keys that the first map's attention overwrote.
+    """
+    g = torch.Generator().manual_seed(2)
+    image = torch.randn(batch, 3, 12, 10, generator=g)
+    maps = [
+        torch.randn(batch, 300, 12, 10, generator=g),
+        torch.randn(batch, 2, 12, 10, generator=g),
+    ]
+    with torch.no_grad():
+        together = model(image, maps)
+        alone = [model(image, f) for f in maps]
+    reference = [model(image, f.requires_grad_()).detach() for f in maps]
+    for out, single, ref in zip(together, alone, reference):
+        torch.testing.assert_close(out, single, rtol=0, atol=0)
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)

@@ -108,6 +108,22 @@ def test_query_transform_is_applied_per_tile():
         assert len(calls) > 1 and set(calls) == {grad}
 
 
+def test_writes_into_a_given_output():
+    q, k, v = _random_qkv(1, (20, 18), (4, 3), 8, 5)
+    ref = dense_window_attention_reference(q, k, v, 0.1, 2)
+    out = torch.full((1, 20, 18, 5), float('nan'))
+    with torch.no_grad():
+        result = windowed_attention(q, k, v, 0.1, 2, out=out)
+        assert result is out
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        with pytest.raises(ValueError, match=r'out must be a torch.float32 tensor of shape'):
+            windowed_attention(q, k, v, 0.1, 2, out=torch.empty(1, 20, 18, 4))
+        with pytest.raises(ValueError, match='out must be a torch.float32'):
+            windowed_attention(q, k, v, 0.1, 2, out=out.double())
+    with pytest.raises(ValueError, match='only supported without autograd'):
+        windowed_attention(q, k.requires_grad_(), v, 0.1, 2, out=out)
+
+
 def test_gradients_match_dense_reference():
     q, k, v = _random_qkv(1, (12, 10), (3, 4), 8, 3)
     inputs = [t.clone().requires_grad_() for t in (q, k, v)]
