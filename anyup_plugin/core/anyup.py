@@ -186,8 +186,8 @@ class AnyUp(nn.Module):
         run = run_stage or _run_stage
         query_sizes = list(dict.fromkeys(sizes))
         key_sizes = list(dict.fromkeys(tuple(f.shape[-2:]) for f in maps))
-        lender, memory = self._output_to_lend(image, maps, sizes)
-        queries, keys = run('encoders', self.encode_guidance, image, query_sizes, key_sizes, memory)
+        lender, lender_out, lent = self._output_to_lend(image, maps, sizes)
+        queries, keys = run('encoders', self.encode_guidance, image, query_sizes, key_sizes, lent)
         queries = dict(zip(query_sizes, queries))
         keys = dict(zip(key_sizes, keys))
         for size in query_sizes:
@@ -205,37 +205,43 @@ class AnyUp(nn.Module):
                 # The last map of this size lets the attention free the bands it is done
                 # with; the maps before it read a handle of their own.
                 map_queries = queries.pop(size) if last_use[size] == i else map_queries.copy()
-            out = memory if i == lender else None
+            out = lender_out if i == lender else None
             results.append(run('attention', self.attend, map_queries, map_keys, feats, out))
             del map_queries, out
         return results
 
     def _output_to_lend(
         self, image: Tensor, maps: Sequence[Tensor], sizes: Sequence[Size]
-    ) -> tuple[int | None, Tensor | None]:
-        """The largest float32 output, allocated now so the fused encoders can work in it.
+    ) -> tuple[int | None, Tensor | None, Tensor | None]:
+        """The largest float32 output, allocated now so that the fused encoders can work in it.
 
-        The encoders' maps die once the query convolution has run, before any attention
-        writes: lending them the output's memory faults its pages in once for both (on a VM
-        first touching memory costs about as much as the encoders' work on it).
+        The encoders' working maps are dead once the query convolution has run, before any
+        attention writes: lending them the output's memory faults its pages in once for both
+        uses (on a VM, first touching memory costs about as much as the encoders' work on it).
+        The lent pages stay resident from the encoders on, so lending must not raise the
+        peak: one working map (d x H x W) always fits under it; all three only when the output
+        is at least four such maps (then the query map and its convolution still fit in it).
 
         Returns:
-            ``(index of the map, its (B, C, H', W') channels-last output)``, or ``(None,
-            None)`` off the fused path or when no output is float32.
+            ``(index of the map, its (B, C, H', W') channels-last output, the flat float32
+            memory lent to the encoders)``, or ``(None, None, None)`` off the fused path, when
+            no output is float32, or when it is smaller than one working map.
         """
         if torch.is_grad_enabled() or is_tracing():
-            return None, None
+            return None, None, None
         candidates = [
             (f.shape[1] * h * w, i)
             for i, (f, (h, w)) in enumerate(zip(maps, sizes))
             if f.dtype == torch.float32
         ]
-        if not candidates:
-            return None, None
-        _, index = max(candidates)
+        working_map = self.qk_dim * image.shape[-2] * image.shape[-1]
+        if not candidates or max(candidates)[0] < working_map:
+            return None, None, None
+        per_image, index = max(candidates)
+        lent = 3 * working_map if per_image >= 4 * working_map else working_map
         (height, width), channels = sizes[index], maps[index].shape[1]
         out = image.new_empty(image.shape[0], height, width, channels, dtype=torch.float32)
-        return index, out.permute(0, 3, 1, 2)
+        return index, out.permute(0, 3, 1, 2), out.view(-1)[:lent]
 
     def _check_inputs(
         self,
@@ -293,7 +299,7 @@ class AnyUp(nn.Module):
             image: (B, 3, H, W) guidance.
             query_sizes: (H', W') sizes to pool the queries to.
             key_sizes: (h, w) sizes to pool the keys to.
-            memory: Float32 memory the fused path may work in (see
+            memory: Contiguous float32 memory the fused path may work in (see
                 :func:`~anyup_plugin.core.fused_encoder.fused_encoder_forward`); unpooled
                 queries may then be views of it.
 
@@ -310,7 +316,7 @@ class AnyUp(nn.Module):
                 self.rope,
                 query_sizes,
                 key_sizes,
-                memory=None if memory is None else memory.permute(0, 2, 3, 1),
+                memory=memory,
             )
         enc = self.rope(self.image_encoder(image))
         query_map = self.query_encoder(enc)

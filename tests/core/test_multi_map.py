@@ -147,3 +147,25 @@ def test_maps_at_image_resolution_keep_their_keys(model, batch):
     for out, single, ref in zip(together, alone, reference):
         torch.testing.assert_close(out, single, rtol=0, atol=0)
         torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ('channels', 'lent_maps'), [(64, 0), (300, 1), (511, 1), (512, 3), (900, 3)]
+)
+def test_the_encoders_borrow_only_what_keeps_the_peak(model, channels, lent_maps):
+    """One working map while the output is at least one, all three from four maps on."""
+    image = torch.randn(1, 3, 12, 10)
+    lent = []
+
+    def record(name, fn, *args):
+        if name == 'encoders':
+            lent.append(args[-1])
+        return fn(*args)
+
+    maps = [torch.randn(1, 8, 3, 3), torch.randn(1, channels, 3, 3)]
+    with torch.no_grad():
+        model.upsample_maps(image, maps, run_stage=record)
+    working_map = model.qk_dim * 12 * 10
+    assert (0 if lent[0] is None else lent[0].numel()) == lent_maps * working_map
+    model.upsample_maps(image, maps, run_stage=record)  # with autograd: the module path
+    assert lent[1] is None
