@@ -313,8 +313,11 @@ class QueryBands:
             bands.append(out.permute(0, 2, 3, 1).contiguous())
         return cls(bands)
 
-    def rows(self, start: int, end: int) -> Tensor:
-        """(B, end - start, W', D) rows [start, end): a view when inside one band."""
+    def rows(self, start: int, end: int, out: Tensor | None = None) -> Tensor:
+        """(B, end - start, W', D) rows [start, end): a view when inside one band.
+
+        Rows across bands are concatenated, into ``out`` ((B, end - start, W', D)) if given.
+        """
         first = bisect.bisect_right(self._starts, start) - 1
         last = bisect.bisect_left(self._starts, end) - 1
         pieces = []
@@ -324,7 +327,7 @@ class QueryBands:
                 raise RuntimeError(f'query rows {start}-{end} were already released')
             b0 = self._starts[i]
             pieces.append(band[:, max(start - b0, 0) : min(end, self._starts[i + 1]) - b0])
-        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1, out=out)
 
     def release_before(self, row: int) -> None:
         """Drops every band that ends at or before ``row``."""
@@ -427,11 +430,15 @@ def windowed_attention(
             )
         for r0 in range(q_start, q_end, rows_per_tile):
             n_rows = min(r0 + rows_per_tile, q_end) - r0
-            q_rows = (
-                queries.rows(r0, r0 + n_rows)
-                if isinstance(queries, QueryBands)
-                else queries[:, r0 : r0 + n_rows]
-            )
+            if isinstance(queries, QueryBands):
+                # A reused buffer for rows that span two bands (a fresh one faults pages in).
+                across = None
+                if buffers is not None:
+                    shape = (batch, n_rows, *queries.shape[2:])
+                    across = buffers.get('query rows', shape, queries.dtype)
+                q_rows = queries.rows(r0, r0 + n_rows, out=across)
+            else:
+                q_rows = queries[:, r0 : r0 + n_rows]
             if output is None:
                 out = _attend_tile(
                     layout.gather_queries(q_rows), k_tile, v_tile, bias, query_transform, None

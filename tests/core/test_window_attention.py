@@ -146,6 +146,9 @@ def test_query_bands_convolve_like_the_whole_map():
     torch.testing.assert_close(bands.to_tensor(), expected)
     # Rows inside one band are a view; rows across bands are joined.
     torch.testing.assert_close(bands.rows(3, 8), expected[:, 3:8])
+    joined = torch.empty(2, 5, 7, 5)
+    assert bands.rows(3, 8, out=joined) is joined
+    torch.testing.assert_close(joined, expected[:, 3:8])
     handle = bands.copy()
     handle.release_before(4)
     with pytest.raises(RuntimeError, match='released'):
