@@ -140,6 +140,10 @@ def _norm_silu(x: Tensor, affine: tuple[Tensor, Tensor], work: _Workspace) -> Te
 ChunkTail = Callable[[slice, Tensor], None]
 
 
+def _no_statistics(rows: slice, chunk: Tensor) -> None:
+    """The tail of an encoder's last block: its output is only pooled, no norm follows."""
+
+
 class _Encoders:
     """The three full-resolution encoders and the position embedding, for the fused path."""
 
@@ -210,14 +214,18 @@ class _Encoders:
             k_stats.add(e, self.work)
 
         self._residual_block(x, stats, last, y, tail=rope_then_project)
-        for block in self.key.blocks:
+        *inner, last = self.key.blocks
+        for block in inner:
             k_stats = self._residual_block(x, k_stats, block, scratch)
+        self._residual_block(x, k_stats, last, scratch, tail=_no_statistics)
         # Keys outlive ``memory`` (the caller may overwrite it after the query convolution),
         # so an unpooled key map is copied out of it.
         keys = [_pool(x, height, width, size, copy=memory is not None) for size in key_sizes]
         del x
-        for block in self.query.blocks:
+        *inner, last = self.query.blocks
+        for block in inner:
             q_stats = self._residual_block(y, q_stats, block, scratch)
+        self._residual_block(y, q_stats, last, scratch, tail=_no_statistics)
         del scratch
         queries = [_pool(y, height, width, size).permute(1, 2, 0) for size in query_sizes]
         return queries, keys
