@@ -9,7 +9,9 @@ share exactly the same keys. The attention is therefore computed block by block 
 matrix products over exactly those keys: no ``H'W' x hw`` mask or logit matrix ever exists.
 Blocks of one row group are batched together (column groups padded to the widest one, padded
 keys masked, padded queries dropped), and row groups are split into tiles so that the largest
-intermediate stays under a fixed element budget at any output size.
+intermediate stays under a fixed element budget at any output size. Without autograd on the
+CPU a tile is a run of column groups over enough rows for efficient matrix products, small
+enough for the softmax's passes to stay in cache (see :data:`CPU_CACHE_TILE_ELEMENTS`).
 
 The windows are computed in plain Python (emulating the float32 arithmetic the published
 models were trained with), so the layout is fixed by the shapes alone: the forward has no
