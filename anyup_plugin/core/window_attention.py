@@ -307,12 +307,15 @@ class QueryBands:
         for r0 in range(0, height, rows):
             r1 = min(r0 + rows, height)
             lo, hi = max(r0 - halo, 0), min(r1 + halo, height)
-            band = queries[:, :, lo:hi]
-            if lo > r0 - halo or hi < r1 + halo:
-                band = F.pad(band, (0, 0, lo - (r0 - halo), (r1 + halo) - hi))
-            band = band.contiguous(memory_format=torch.channels_last)
-            out = F.conv2d(band, conv.weight, conv.bias, padding=(0, conv.padding[1]))
-            bands.append(out.permute(0, 2, 3, 1).contiguous())
+            # Rows missing at the map's top or bottom come from the convolution's own zero
+            # padding (a padded copy of the band would be a fresh allocation); the padding is
+            # symmetric, so surplus output rows are cut off.
+            missing_top, missing_bottom = lo - (r0 - halo), (r1 + halo) - hi
+            pad = max(missing_top, missing_bottom)
+            band = queries[:, :, lo:hi].contiguous(memory_format=torch.channels_last)
+            out = F.conv2d(band, conv.weight, conv.bias, padding=(pad, conv.padding[1]))
+            first = pad - missing_top
+            bands.append(out.permute(0, 2, 3, 1)[:, first : first + r1 - r0].contiguous())
         return cls(bands)
 
     def rows(self, start: int, end: int, out: Tensor | None = None) -> Tensor:

@@ -134,6 +134,20 @@ def test_gradients_match_dense_reference():
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    ('kernel', 'band_rows', 'height'), [(5, 1, 9), (5, 3, 4), (5, 2, 3), (3, 20, 9)]
+)
+def test_query_bands_of_any_halo_convolve_like_the_whole_map(kernel, band_rows, height):
+    """Halos that reach past the top, the bottom or both, in part or in full."""
+    torch.manual_seed(1)
+    conv = torch.nn.Conv2d(3, 4, kernel, padding=kernel // 2)
+    queries = torch.randn(1, 3, height, 6).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        bands = QueryBands.convolve(queries, conv, band_elements=band_rows * 6 * 4)
+        expected = conv(queries).permute(0, 2, 3, 1)
+    torch.testing.assert_close(bands.to_tensor(), expected)
+
+
 def test_query_bands_convolve_like_the_whole_map():
     """Bands of 2 rows (plus halo, zero-padded at the borders) give the full convolution."""
     torch.manual_seed(0)
