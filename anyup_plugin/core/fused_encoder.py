@@ -273,7 +273,7 @@ class _Encoders:
         return out_stats
 
     def _rotate(self, e: Tensor, row_angles: Tensor, col_angles: Tensor) -> Tensor:
-        """``RotaryPositionEmbedding2d.rotate`` of a chunk of whole rows, into the workspace.
+        """The rotary embedding of a chunk of whole rows, into the workspace.
 
         Args:
             e: (rows * W, d) chunk.
@@ -281,17 +281,13 @@ class _Encoders:
             col_angles: (W, d) ``y * freqs[1]`` of every column.
         """
         n, d = e.shape
-        work, half = self.work, d // 2
+        work = self.work
         angle = torch.add(
             row_angles[:, None], col_angles[None], out=work.act[:n].view(-1, *col_angles.shape)
         ).view(n, d)
         cos = torch.cos(angle, out=work.cos[:n])
         sin = torch.sin(angle, out=work.sin[:n])
-        out = torch.mul(e, cos, out=work.act[:n])
-        # x * cos + rot(x) * sin with rot(x) = [-x2, x1], half by half.
-        out[:, :half].addcmul_(e[:, half:], sin[:, :half], value=-1)
-        out[:, half:].addcmul_(e[:, :half], sin[:, half:])
-        return out
+        return self.rope.rotate(e, cos, sin, out=work.act[:n])
 
 
 def _token_maps(

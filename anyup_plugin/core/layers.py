@@ -260,11 +260,23 @@ class RotaryPositionEmbedding2d(nn.Module):
         return x[..., None] * freqs[0] + y[..., None] * freqs[1]
 
     @staticmethod
-    def rotate(x: Tensor, angle: Tensor) -> Tensor:
-        """``x * cos(angle) + rot(x) * sin(angle)`` along the last dim, ``rot(v) = [-v2, v1]``."""
-        x1, x2 = x.chunk(2, dim=-1)
-        rotated = torch.cat([-x2, x1], dim=-1)
-        return x * angle.cos() + rotated * angle.sin()
+    def rotate(x: Tensor, cos: Tensor, sin: Tensor, out: Tensor | None = None) -> Tensor:
+        """``x * cos + rot(x) * sin`` along the last dim, ``rot(v) = [-v2, v1]``.
+
+        Args:
+            x: (..., d) vectors.
+            cos, sin: Cosines and sines of their angles, broadcastable to ``x``.
+            out: Optional tensor of ``x``'s shape to write into, half by half, without a
+                rotated copy (not for autograd).
+        """
+        half = x.shape[-1] // 2
+        if out is None:
+            rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+            return x * cos + rotated * sin
+        torch.mul(x, cos, out=out)
+        out[..., :half].addcmul_(x[..., half:], sin[..., :half], value=-1)
+        out[..., half:].addcmul_(x[..., :half], sin[..., half:])
+        return out
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, d, H, W) -> (B, d, H, W) with positions encoded (math in float32)."""
@@ -272,7 +284,7 @@ class RotaryPositionEmbedding2d(nn.Module):
         angle = self.angles(
             self.grid_coordinates(h, x.device)[:, None], self.grid_coordinates(w, x.device)[None]
         )
-        out = self.rotate(x.permute(0, 2, 3, 1).float(), angle)
+        out = self.rotate(x.permute(0, 2, 3, 1).float(), angle.cos(), angle.sin())
         return out.permute(0, 3, 1, 2).to(x.dtype)
 
 
