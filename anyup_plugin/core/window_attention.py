@@ -458,7 +458,7 @@ def windowed_attention(
                         layout.gather_queries(q_rows[b : b + 1], groups, buffers),
                         k_tile[:, tile],
                         v_tile[tile],
-                        None if not layout.any_padded(groups) else bias[tile],
+                        None if bias is None else bias[tile],
                         query_transform,
                         buffers,
                     )
@@ -539,7 +539,6 @@ class _ColumnLayout:
         column_group: (W',) group of every output column.
         column_offset: (W',) slot of every output column within its group.
         column_start: First output column of every group, and W' at the end.
-        padded_groups: The groups (in order) whose windows have fewer keys than the widest.
     """
 
     query_index: Tensor
@@ -548,7 +547,6 @@ class _ColumnLayout:
     column_group: Tensor
     column_offset: Tensor
     column_start: tuple[int, ...]
-    padded_groups: tuple[int, ...]
 
     @classmethod
     def build(cls, cols: AxisGroups, device: torch.device) -> _ColumnLayout:
@@ -564,21 +562,11 @@ class _ColumnLayout:
             column_group=torch.tensor(group, device=device),
             column_offset=torch.tensor(offset, device=device),
             column_start=(*cols.query_start, cols.query_end[-1]),
-            padded_groups=tuple(
-                g
-                for g, (k0, k1) in enumerate(zip(cols.key_start, cols.key_end))
-                if k1 - k0 < cols.max_keys
-            ),
         )
 
     @property
     def num_groups(self) -> int:
         return self.query_index.shape[0]
-
-    def any_padded(self, groups: slice) -> bool:
-        """Whether a column group in ``groups`` has padded key slots (which need the bias)."""
-        start = bisect.bisect_left(self.padded_groups, groups.start)
-        return start < len(self.padded_groups) and self.padded_groups[start] < groups.stop
 
     @property
     def width(self) -> int:
