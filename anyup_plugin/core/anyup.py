@@ -389,6 +389,10 @@ class AnyUp(nn.Module):
 
         if isinstance(queries, Tensor):
             queries = queries.permute(0, 2, 3, 1)
+        logit_bound = None
+        # The bound is a host-side number: only where reading it costs no device sync.
+        if keys.device.type == 'cpu' and not torch.is_grad_enabled() and not is_tracing():
+            logit_bound = self._logit_bound(q_weight, q_bias, keys)
         out = windowed_attention(
             queries,
             keys,
@@ -398,8 +402,24 @@ class AnyUp(nn.Module):
             query_transform=project_queries,
             max_tile_elements=self.max_tile_elements,
             out=None if out is None else out.permute(0, 2, 3, 1),
+            logit_bound=logit_bound,
         )
         return out.permute(0, 3, 1, 2)
+
+    def _logit_bound(self, q_weight: Tensor, q_bias: Tensor, keys: Tensor) -> float:
+        """An upper bound on ``|q_n . k_n|`` over every query, key (B, h, w, d) and head.
+
+        An RMS-normalised query has norm at most ``sqrt(d)``, so head ``n``'s projected query
+        has norm at most ``sigma_max(W_n) sqrt(d) + |b_n|`` (weights with the norm weight and
+        scale folded in); the keys' head norms are taken as they are.
+        """
+        heads, d = self.num_heads, self.qk_dim
+        per_head = q_weight.detach().float().view(heads, d // heads, d)
+        query_norm = torch.linalg.matrix_norm(per_head, ord=2) * math.sqrt(d)
+        query_norm += q_bias.detach().float().view(heads, -1).norm(dim=-1)
+        key_heads = keys.detach().float().reshape(-1, heads, d // heads)
+        key_norm = key_heads.norm(dim=-1).amax(0)
+        return float((query_norm * key_norm).max())
 
     def query_key_projections(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Query/key input projections with the RMS norm weights and 1/sqrt(head dim) folded in.

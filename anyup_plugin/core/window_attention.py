@@ -65,6 +65,13 @@ CPU_CACHE_TILE_ELEMENTS = 2**21
 #: run far from the matrix-multiply rate. Tiles take fewer column groups instead.
 MIN_TILE_QUERIES = 128
 
+#: Without autograd, when every logit is known to lie within +-this (``logit_bound``), the
+#: softmax exponentiates the logits as they are instead of subtracting each query's maximum:
+#: ``exp`` of them is then a normal float32 between 1e-26 and 1e26, so nothing overflows or
+#: underflows (sums of up to 1e12 such terms stay finite) and the result is the same to
+#: rounding. The maximum and the subtraction are two passes over the logits.
+MAX_UNSHIFTED_LOGIT = 60.0
+
 #: Elements per band of :class:`QueryBands` (32 MiB of float32): small against the map at
 #: large sizes, large enough for the convolution to run at its full rate.
 QUERY_BAND_ELEMENTS = 2**23
@@ -358,6 +365,7 @@ def windowed_attention(
     query_transform: QueryTransform | None = None,
     max_tile_elements: int = DEFAULT_MAX_TILE_ELEMENTS,
     out: Tensor | None = None,
+    logit_bound: float | None = None,
 ) -> Tensor:
     """Head-averaged softmax attention of every output pixel over its feature window.
 
@@ -378,6 +386,9 @@ def windowed_attention(
         max_tile_elements: Upper bound on the number of logits computed at once.
         out: Optional (B, H', W', C) tensor of the result's dtype to write the result into;
             only without autograd and outside tracing.
+        logit_bound: Optional upper bound on ``|q_n . k_n|`` over every query (after
+            ``query_transform``), key and head. Without autograd, a bound within
+            :data:`MAX_UNSHIFTED_LOGIT` lets the softmax skip its maximum subtraction.
 
     Returns:
         (B, H', W', C) attention output, the convex combination of window values (``out`` if
@@ -411,13 +422,14 @@ def windowed_attention(
         else:
             output = out
         buffers = _TileBuffers(queries.device)
+    shift = logit_bound is None or not logit_bound <= MAX_UNSHIFTED_LOGIT
     window_keys = _WindowColumns(keys, values, layout, num_heads, 2 * rows.max_keys, buffers)
     pieces = []
     n_groups = layout.num_groups
     for q_start, q_end, k_start, k_end in zip(
         rows.query_start, rows.query_end, rows.key_start, rows.key_end
     ):
-        k_tile, v_tile, bias = window_keys.rows(k_start, k_end)
+        k_tile, v_tile, bias = window_keys.rows(k_start, k_end, with_bias=output is None)
         per_query = num_heads * k_tile.shape[-2]
         if output is None:
             rows_per_tile = max(
@@ -458,9 +470,11 @@ def windowed_attention(
                         layout.gather_queries(q_rows[b : b + 1], groups, buffers),
                         k_tile[:, tile],
                         v_tile[tile],
-                        None if bias is None else bias[tile],
+                        None,
                         query_transform,
                         buffers,
+                        padded_slots=window_keys.padded_slots(groups, k_end - k_start),
+                        shift=shift,
                     )
                     layout.scatter_outputs(
                         out.view(1, -1, out.shape[-1]),
@@ -516,15 +530,21 @@ def _attend_tile(
     bias: Tensor | None,
     query_transform: QueryTransform | None,
     buffers: _TileBuffers | None,
+    padded_slots: Tensor | None = None,
+    shift: bool = True,
 ) -> Tensor:
-    """One tile: (G, N, D_in) gathered queries -> (G, N, C) head-averaged window sums."""
+    """One tile: (G, N, D_in) gathered queries -> (G, N, C) head-averaged window sums.
+
+    Padded key slots are masked by ``bias`` (autograd) or zeroed at ``padded_slots``
+    (buffered); see :func:`_head_averaged_softmax`.
+    """
     if query_transform is not None:
         out = None
         if buffers is not None:
             shape = (*q_tile.shape[:2], k_tile.shape[0] * k_tile.shape[-1])
             out = buffers.get('projected queries', shape, q_tile.dtype)
         q_tile = query_transform(q_tile, out)
-    attn = _head_averaged_softmax(q_tile, k_tile, bias, buffers)
+    attn = _head_averaged_softmax(q_tile, k_tile, bias, buffers, padded_slots, shift)
     return _value_product(attn, v_tile, buffers)
 
 
@@ -676,10 +696,12 @@ class _WindowColumns:
             2, 0, 1, 3
         )
         self.values = values.reshape(batch, feat_h * feat_w, values.shape[-1])
+        self.key_padding = layout.key_padding  # (G, K) or None
         self.key_bias = None
         if layout.key_padding is not None:
             bias = torch.zeros(layout.key_padding.shape, dtype=torch.float32, device=keys.device)
             self.key_bias = bias.masked_fill_(layout.key_padding, float('-inf'))  # (G, K)
+        self._padded_slots: dict[tuple[int, int, int], Tensor | None] = {}
         self.band = (0, 0)
         self.band_keys = self.band_values = None
 
@@ -705,11 +727,13 @@ class _WindowColumns:
         self.band_values = values.view(*shape, self.values.shape[-1])
         self.band = (start, end)
 
-    def rows(self, start: int, end: int) -> tuple[Tensor, Tensor, Tensor | None]:
+    def rows(
+        self, start: int, end: int, with_bias: bool = True
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
         """Keys (heads, B*G, n, head_dim), values (B*G, n, C) and bias of feature rows [start, end).
 
-        The bias, None when nothing is padded, is (B*G, n, 1): 0 at real keys, -inf at padded
-        slots, to be added to the (B*G, n, queries) logits.
+        The bias, None when nothing is padded or ``with_bias`` is False, is (B*G, n, 1): 0 at
+        real keys, -inf at padded slots, to be added to the (B*G, n, queries) logits.
         """
         if not (self.band[0] <= start and end <= self.band[1]):
             self._gather_band(start)
@@ -722,11 +746,28 @@ class _WindowColumns:
         )
         v_tile = self.band_values[:, offset : offset + n_rows].reshape(bg, n_keys, -1)
         bias = None
-        if self.key_bias is not None:
+        if self.key_bias is not None and with_bias:
             n_groups = self.key_bias.shape[0]
             bias = self.key_bias[None, :, None, :].expand(self.batch, n_groups, n_rows, k_width)
             bias = bias.reshape(bg, n_keys, 1)
         return k_tile, v_tile, bias
+
+    def padded_slots(self, groups: slice, n_rows: int) -> Tensor | None:
+        """Flat indices of the padded key slots of column groups ``groups`` over ``n_rows`` rows.
+
+        They index the (g, n_rows * K) key slots of those groups (group-major, as the tiles lay
+        them out); None when none of the groups is padded.
+        """
+        cache_key = (groups.start, groups.stop, n_rows)
+        if cache_key not in self._padded_slots:
+            slots = None
+            if self.key_padding is not None:
+                padding = self.key_padding[groups]  # (g, K)
+                if bool(padding.any()):
+                    padding = padding[:, None, :].expand(-1, n_rows, -1)
+                    slots = padding.flatten().nonzero().squeeze(1)
+            self._padded_slots[cache_key] = slots
+        return self._padded_slots[cache_key]
 
 
 class _TileBuffers:
@@ -763,13 +804,21 @@ def _value_product(attn_t: Tensor, values: Tensor, buffers: _TileBuffers | None)
 
 
 def _head_averaged_softmax(
-    queries: Tensor, keys: Tensor, bias: Tensor | None, buffers: _TileBuffers | None
+    queries: Tensor,
+    keys: Tensor,
+    bias: Tensor | None,
+    buffers: _TileBuffers | None,
+    padded_slots: Tensor | None = None,
+    shift: bool = True,
 ) -> Tensor:
     """Softmax attention maps of every head, averaged over the heads, keys first.
 
     The maps are laid out (keys, queries): the softmax's maximum and sum then reduce over
     an outer dimension, several times faster than over a short inner one. Padded keys get
-    their -inf inside the matrix product (its added term), not in a pass of their own.
+    their -inf inside the matrix product (its added term), not in a pass of their own. In
+    the buffered path they need none: a padded slot repeats its group's last key, so it
+    leaves the maximum unchanged, and its exponentials (whole rows of the (K, N) layout)
+    are zeroed before the sum, with no copy of a bias into every tile.
 
     Args:
         queries: (G, N, D) queries, D split evenly among the heads.
@@ -777,6 +826,11 @@ def _head_averaged_softmax(
         bias: None, or (G, K, 1): 0 at real keys, -inf at padded ones.
         buffers: Without autograd, compute the logits into a reused float32 buffer and
             normalise it in place; None builds the graph with out-of-place operations.
+        padded_slots: With ``buffers``, flat indices into the (G * K) key slots of the padded
+            ones (repeats of a real key), or None.
+        shift: With ``buffers``, whether to subtract each query's maximum logit before the
+            exponentials (False only when the logits are known to be small, see
+            :data:`MAX_UNSHIFTED_LOGIT`).
 
     Returns:
         (G, K, N) float32 attention maps: entry (g, k, n) is query n's weight of key k.
@@ -804,7 +858,11 @@ def _head_averaged_softmax(
             logits_of(q, k, out=logits[h])
         else:
             logits[h] = logits_of(q, k)
-    logits.sub_(_max_over_keys(logits, buffers)).exp_()
+    if shift:
+        logits.sub_(_max_over_keys(logits, buffers))
+    logits.exp_()
+    if padded_slots is not None:
+        logits.view(num_heads, groups * n_keys, -1).index_fill_(1, padded_slots, 0.0)
     # The mean of the heads' softmaxes: sum_h exp_h / (heads * sum_h), one pass per head.
     weights = logits.sum(dim=-2, keepdim=True).mul_(num_heads).reciprocal_()
     attn = torch.mul(logits[0], weights[0], out=buffers.get('attention', shape[1:], torch.float32))

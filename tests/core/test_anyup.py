@@ -369,3 +369,27 @@ def test_fused_group_norm_statistics_survive_a_large_mean():
     with torch.no_grad():
         expected = norm(tokens.t()[None])[0].t()
     torch.testing.assert_close(tokens * scale + shift, expected, rtol=0, atol=2e-3)
+
+
+@pytest.mark.parametrize('weights', ['published', 'initial'])
+def test_logit_bound_holds_and_is_small_for_real_weights(golden, weights):
+    """The bound covers every logit, also of the worst-aligned queries, and allows the fast path."""
+    from anyup_plugin.core.window_attention import MAX_UNSHIFTED_LOGIT
+
+    model = AnyUp()
+    if weights == 'published':
+        model.load_state_dict(golden['state_dict'])
+    attn = model.cross_decode.cross_attn
+    q_weight, q_bias, k_weight, k_bias = model.query_key_projections()
+    torch.manual_seed(0)
+    # Random queries, and per head the one its projection stretches most.
+    worst = torch.linalg.svd(q_weight.detach().view(4, 32, 128)).Vh[:, 0]
+    raw_q = torch.cat([torch.randn(200, 128) * 5, worst, -worst])
+    raw_k = torch.randn(1, 7, 9, 128) * 3
+    with torch.no_grad():
+        keys = torch.nn.functional.linear(model._rms_norm(raw_k, attn.norm_k), k_weight, k_bias)
+        queries = torch.nn.functional.linear(model._rms_norm(raw_q, attn.norm_q), q_weight, q_bias)
+        bound = model._logit_bound(q_weight, q_bias, keys)
+    logits = torch.einsum('qnd,knd->nqk', queries.view(-1, 4, 32), keys.view(-1, 4, 32))
+    assert logits.abs().max() <= bound
+    assert bound <= MAX_UNSHIFTED_LOGIT

@@ -76,6 +76,40 @@ def test_matches_dense_reference(out_hw, feat_hw, ratio, heads):
         torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 
+def test_padded_key_slots_weigh_nothing():
+    """Column groups padded to the widest repeat their last key; the repeats must weigh zero."""
+    assert window_groups(50, 23, 0.1).keys_padded
+    q, k, v = _random_qkv(2, (30, 50), (9, 23), 8, 4)
+    ref = dense_window_attention_reference(q, k, v, 0.1, 2)
+    with torch.no_grad():
+        for tile in (2**23, 300):
+            out = windowed_attention(q, k, v, 0.1, 2, max_tile_elements=tile)
+            torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def _max_abs_logit(q, k, heads):
+    qh = q.unflatten(-1, (heads, -1)).flatten(1, 2)
+    kh = k.unflatten(-1, (heads, -1)).flatten(1, 2)
+    return torch.einsum('bqnd,bknd->bnqk', qh, kh).abs().max().item()
+
+
+def test_logit_bound_skips_the_maximum_only_when_small():
+    q, k, v = _random_qkv(1, (24, 30), (6, 7), 8, 3)
+    with torch.no_grad():
+        ref = dense_window_attention_reference(q, k, v, 0.1, 2)
+        out = windowed_attention(q, k, v, 0.1, 2, logit_bound=_max_abs_logit(q, k, 2))
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        # Logits of several hundred: exp overflows unless the maximum is subtracted.
+        big = 60 * q
+        bound = _max_abs_logit(big, k, 2)
+        assert bound > 100
+        ref = dense_window_attention_reference(big, k, v, 0.1, 2)
+        out = windowed_attention(big, k, v, 0.1, 2, logit_bound=bound)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        # A small bound is taken at its word (the caller's promise): the shift is skipped.
+        assert not windowed_attention(big, k, v, 0.1, 2, logit_bound=1.0).isfinite().all()
+
+
 def test_keys_outside_every_window_are_never_touched():
     """NaN values outside a query's window must not reach that query (0 * NaN is NaN)."""
     q, k, v = _random_qkv(1, (56, 56), (8, 8), 8, 3)
