@@ -8,6 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .checks import is_tracing
+from .softmax_bounds import softmax_needs_shift
+
 __all__ = [
     'ReflectPadConv2d',
     'CrossAttention',
@@ -146,6 +149,8 @@ class LearnedFeatureUnification(nn.Module):
     Every softmax group lies within one pixel, so the responses are computed a few pixels at
     a time (a matrix product of each pixel's ``C`` neighbourhoods with the ``k * k`` basis),
     each group is normalised with its exact maximum, and memory stays bounded for any C.
+    On the CPU (outside tracing) the maximum is skipped when the responses are provably small
+    (see :meth:`response_bound` and :mod:`anyup_plugin.core.softmax_bounds`).
 
     Args:
         out_channels: Number of basis filters ``d``.
@@ -175,11 +180,25 @@ class LearnedFeatureUnification(nn.Module):
         d, k = self.out_channels, self.kernel_size
         pad = k // 2
         basis_t = self.basis.float().reshape(d, k * k).t()  # (k*k, d)
-        inv_taps = 1 / _taps_inside(h, w, k, features.device).flatten()  # (h*w,)
-        # Channels-last and zero-padded, so that every tap's shifted view is one slice.
-        padded = F.pad(features, (pad, pad, pad, pad)).permute(0, 2, 3, 1)
+        taps = _taps_inside(h, w, k, features.device)
+        inv_taps = 1 / taps.flatten()  # (h*w,)
+        shift = True
+        # The bound is a host-side number: only where reading it costs no device sync. It is
+        # used with and without autograd alike, so that both give the same numbers: the key
+        # encoder's group norms can amplify rounding differences in these descriptors a lot.
+        if features.device.type == 'cpu' and not is_tracing():
+            shift = softmax_needs_shift(self.response_bound(features, taps))
+        # Channels-last and zero-padded, so that every tap's shifted view is one slice; in
+        # channels-last memory, since the patch copy then reads runs of channels (30 % faster).
+        padded = F.pad(features, (pad, pad, pad, pad)).permute(0, 2, 3, 1).contiguous()
         strip_rows = max(1, LFU_PATCH_ELEMENTS // (b * c * k * k * w))
         chunk = max(1, self.max_chunk_elements // (b * c * d))
+        # Without autograd the patches and responses go into buffers reused by every strip
+        # and chunk: fresh ones cost page faults comparable to the work on them.
+        reuse = not torch.is_grad_enabled() and not is_tracing()
+        if reuse:
+            patch_memory = features.new_empty(b * min(strip_rows, h) * w * c * k * k)
+            response_memory = features.new_empty(b * chunk * c * d)
         pieces = []
         for r0 in range(0, h, strip_rows):
             rows = min(strip_rows, h - r0)
@@ -187,23 +206,58 @@ class LearnedFeatureUnification(nn.Module):
             # windows are strided views; one copy lays them out (twice as fast as stacking the
             # k*k shifted maps).
             windows = padded[:, r0 : r0 + rows + 2 * pad].unfold(1, k, 1).unfold(2, k, 1)
-            patches = windows.reshape(b, rows * w, c, k * k)
+            if reuse:
+                patches = patch_memory[: windows.numel()].view(windows.shape).copy_(windows)
+                patches = patches.view(b, rows * w, c, k * k)
+                patches.mul_(inv_taps[r0 * w : (r0 + rows) * w, None, None])
+            else:
+                patches = windows.reshape(b, rows * w, c, k * k)
             for p0 in range(0, rows * w, chunk):
                 part = patches[:, p0 : p0 + chunk]
-                pixels = slice(r0 * w + p0, r0 * w + p0 + part.shape[1])
-                part = part * inv_taps[pixels, None, None]
-                pieces.append(self._unify_pixels(part, basis_t))
+                if not reuse:
+                    pixels = slice(r0 * w + p0, r0 * w + p0 + part.shape[1])
+                    part = part * inv_taps[pixels, None, None]
+                out = response_memory if reuse else None
+                pieces.append(self._unify_pixels(part, basis_t, shift, out))
         out = torch.cat(pieces, dim=1) if len(pieces) > 1 else pieces[0]
         return out.view(b, h, w, d).permute(0, 3, 1, 2)
 
-    def _unify_pixels(self, patches: Tensor, basis_t: Tensor) -> Tensor:
-        """(B, n, C, k*k) tap-normalised patches -> (B, n, d) descriptors of those pixels."""
+    def response_bound(self, features: Tensor, taps: Tensor | None = None) -> float:
+        """An upper bound on every basis response's magnitude for these (B, C, h, w) features.
+
+        A response is a filter's dot product with a ``k x k`` patch of one channel, divided by
+        the ``t`` taps inside the image, so it is at most ``|basis| sqrt(t) max|x| / t``: the
+        largest filter norm times the largest ``|x|``, over the square root of the fewest
+        taps inside the image. (Unit-normalised features have ``max|x| <= 1``.)
+        """
+        if taps is None:
+            taps = _taps_inside(*features.shape[-2:], self.kernel_size, features.device)
+        basis_norm = self.basis.detach().float().flatten(1).norm(dim=1).max()
+        largest = features.detach().abs().amax().float()
+        return float(basis_norm * largest / taps.min().sqrt())
+
+    def _unify_pixels(
+        self, patches: Tensor, basis_t: Tensor, shift: bool = True, out: Tensor | None = None
+    ) -> Tensor:
+        """(B, n, C, k*k) tap-normalised patches -> (B, n, d) descriptors of those pixels.
+
+        ``shift=False`` exponentiates the responses without subtracting their maximum (only
+        when :meth:`response_bound` allows it). ``out``, without autograd, is flat memory of
+        at least ``B * n * C * d`` elements for the responses.
+        """
         b, n, c, _ = patches.shape
         d = self.out_channels
         # (B*n, C*d) responses in channel-major order, read as the published (d, C) groups.
-        resp = (patches.reshape(b * n * c, -1) @ basis_t).view(b * n, d, c)
-        shifted = resp - resp.amax(dim=1, keepdim=True)
-        exp = shifted.exp_() if not shifted.requires_grad else shifted.exp()
+        flat = patches.reshape(b * n * c, -1)
+        if out is None:
+            resp = flat @ basis_t
+        else:
+            resp = torch.mm(flat, basis_t, out=out[: b * n * c * d].view(b * n * c, d))
+        resp = resp.view(b * n, d, c)
+        if shift:
+            top = resp.amax(dim=1, keepdim=True)
+            resp = resp.sub_(top) if not resp.requires_grad else resp - top
+        exp = resp.exp_() if not resp.requires_grad else resp.exp()
         # Output channel a averages group j's softmax over j: sum_j exp[a, j] / (C * sum[j]).
         weights = (exp.sum(dim=1, keepdim=True) * c).reciprocal_().transpose(1, 2)
         return torch.bmm(exp, weights).view(b, n, d)

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .checks import is_tracing
+from .softmax_bounds import softmax_needs_shift
 
 Size = tuple[int, int]
 
@@ -64,13 +65,6 @@ CPU_CACHE_TILE_ELEMENTS = 2**21
 #: products are (queries x keys) @ (keys x C) per group, and below about a hundred rows they
 #: run far from the matrix-multiply rate. Tiles take fewer column groups instead.
 MIN_TILE_QUERIES = 128
-
-#: Without autograd, when every logit is known to lie within +-this (``logit_bound``), the
-#: softmax exponentiates the logits as they are instead of subtracting each query's maximum:
-#: ``exp`` of them is then a normal float32 between 1e-26 and 1e26, so nothing overflows or
-#: underflows (sums of up to 1e12 such terms stay finite) and the result is the same to
-#: rounding. The maximum and the subtraction are two passes over the logits.
-MAX_UNSHIFTED_LOGIT = 60.0
 
 #: Elements per band of :class:`QueryBands` (32 MiB of float32): small against the map at
 #: large sizes, large enough for the convolution to run at its full rate.
@@ -388,7 +382,8 @@ def windowed_attention(
             only without autograd and outside tracing.
         logit_bound: Optional upper bound on ``|q_n . k_n|`` over every query (after
             ``query_transform``), key and head. Without autograd, a bound within
-            :data:`MAX_UNSHIFTED_LOGIT` lets the softmax skip its maximum subtraction.
+            :data:`~anyup_plugin.core.softmax_bounds.MAX_UNSHIFTED_LOGIT` lets the softmax skip its
+            maximum subtraction.
 
     Returns:
         (B, H', W', C) attention output, the convex combination of window values (``out`` if
@@ -422,7 +417,7 @@ def windowed_attention(
         else:
             output = out
         buffers = _TileBuffers(queries.device)
-    shift = logit_bound is None or not logit_bound <= MAX_UNSHIFTED_LOGIT
+    shift = softmax_needs_shift(logit_bound)
     window_keys = _WindowColumns(keys, values, layout, num_heads, 2 * rows.max_keys, buffers)
     pieces = []
     n_groups = layout.num_groups
@@ -830,7 +825,7 @@ def _head_averaged_softmax(
             ones (repeats of a real key), or None.
         shift: With ``buffers``, whether to subtract each query's maximum logit before the
             exponentials (False only when the logits are known to be small, see
-            :data:`MAX_UNSHIFTED_LOGIT`).
+            :mod:`anyup_plugin.core.softmax_bounds`).
 
     Returns:
         (G, K, N) float32 attention maps: entry (g, k, n) is query n's weight of key k.

@@ -374,7 +374,7 @@ def test_fused_group_norm_statistics_survive_a_large_mean():
 @pytest.mark.parametrize('weights', ['published', 'initial'])
 def test_logit_bound_holds_and_is_small_for_real_weights(golden, weights):
     """The bound covers every logit, also of the worst-aligned queries, and allows the fast path."""
-    from anyup_plugin.core.window_attention import MAX_UNSHIFTED_LOGIT
+    from anyup_plugin.core.softmax_bounds import MAX_UNSHIFTED_LOGIT
 
     model = AnyUp()
     if weights == 'published':

@@ -38,6 +38,24 @@ def test_unification_matches_the_dense_definition(batch, channels, size, chunk, 
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize('size', [(1, 1), (2, 7), (9, 8)])
+def test_response_bound_covers_every_response(size):
+    """Largest entries at the corners, where the fewest taps fall inside, make it near-tight."""
+    from anyup_plugin.core.softmax_bounds import MAX_UNSHIFTED_LOGIT
+
+    torch.manual_seed(2)
+    lfu = LearnedFeatureUnification(16, 5)
+    features = torch.randn(2, 3, *size) * 4
+    basis = lfu.basis.detach()
+    h, w = size
+    taps = F.conv2d(torch.ones(1, 1, h, w), torch.ones(1, 1, 5, 5), padding=2)
+    resp = F.conv2d(features.reshape(6, 1, h, w), basis, padding=2) / taps
+    bound = lfu.response_bound(features)
+    assert resp.abs().max() <= bound
+    # Unit-normalised features at the published basis scale take the fast path.
+    assert lfu.response_bound(F.normalize(features, dim=1)) <= MAX_UNSHIFTED_LOGIT
+
+
 def test_unification_gradients_match_the_dense_definition():
     torch.manual_seed(1)
     lfu = LearnedFeatureUnification(8, 3, max_chunk_elements=64)

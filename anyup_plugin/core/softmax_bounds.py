@@ -1,0 +1,22 @@
+"""When a float32 softmax may skip subtracting its maximum.
+
+A softmax is usually computed as ``exp(x - max(x)) / sum(exp(x - max(x)))`` so that ``exp``
+cannot overflow. The maximum and the subtraction are two passes over the inputs. When every
+input is known to lie within :data:`MAX_UNSHIFTED_LOGIT` of zero, ``exp`` of the inputs as
+they are is a normal float32 (between 1e-26 and 1e26), nothing overflows or underflows (sums
+of up to 1e12 such terms stay finite), and the result is the same to rounding.
+"""
+
+from __future__ import annotations
+
+__all__ = ['MAX_UNSHIFTED_LOGIT', 'softmax_needs_shift']
+
+#: The largest |input| for which a float32 softmax may exponentiate its inputs unshifted:
+#: exp(60) is about 1.1e26, far from float32's 3.4e38, and exp(-60) about 8.8e-27, far above
+#: its smallest normal number, 1.2e-38.
+MAX_UNSHIFTED_LOGIT = 60.0
+
+
+def softmax_needs_shift(bound: float | None) -> bool:
+    """Whether inputs bounded by ``|x| <= bound`` (None: unknown) need the maximum subtracted."""
+    return bound is None or not bound <= MAX_UNSHIFTED_LOGIT
