@@ -219,8 +219,10 @@ class AnyUp(nn.Module):
         attention writes: lending them the output's memory faults its pages in once for both
         uses (on a VM, first touching memory costs about as much as the encoders' work on it).
         The lent pages stay resident from the encoders on, so lending must not raise the
-        peak: one working map (d x H x W) always fits under it; all three only when the output
-        is at least four such maps (then the query map and its convolution still fit in it).
+        peak, which is the encoders' three working maps (d x H x W) or the whole output. While
+        the attention starts, the lent part of the output and the convolved queries are
+        resident: with two lent maps that is still three maps, so up to two are lent whenever
+        the output holds them; all three only when the output is at least four such maps.
 
         Returns:
             ``(index of the map, its (B, C, H', W') channels-last output, the flat float32
@@ -238,7 +240,9 @@ class AnyUp(nn.Module):
         if not candidates or max(candidates)[0] < working_map:
             return None, None, None
         per_image, index = max(candidates)
-        lent = 3 * working_map if per_image >= 4 * working_map else working_map
+        lent = working_map * (
+            3 if per_image >= 4 * working_map else min(2, per_image // working_map)
+        )
         (height, width), channels = sizes[index], maps[index].shape[1]
         out = image.new_empty(image.shape[0], height, width, channels, dtype=torch.float32)
         return index, out.permute(0, 3, 1, 2), out.view(-1)[:lent]

@@ -150,10 +150,11 @@ def test_maps_at_image_resolution_keep_their_keys(model, batch):
 
 
 @pytest.mark.parametrize(
-    ('channels', 'lent_maps'), [(64, 0), (300, 1), (511, 1), (512, 3), (900, 3)]
+    ('channels', 'lent_maps'),
+    [(64, 0), (128, 1), (255, 1), (256, 2), (384, 2), (511, 2), (512, 3), (900, 3)],
 )
 def test_the_encoders_borrow_only_what_keeps_the_peak(model, channels, lent_maps):
-    """One working map while the output is at least one, all three from four maps on."""
+    """As many working maps as the output holds, up to two; all three from four maps on."""
     image = torch.randn(1, 3, 12, 10)
     lent = []
 
