@@ -217,18 +217,18 @@ class _Encoders:
         *inner, last = self.key.blocks
         for block in inner:
             k_stats = self._residual_block(x, k_stats, block, scratch)
-        self._residual_block(x, k_stats, last, scratch, tail=_no_statistics)
         # Keys outlive ``memory`` (the caller may overwrite it after the query convolution),
         # so an unpooled key map is copied out of it.
-        keys = [_pool(x, height, width, size, copy=memory is not None) for size in key_sizes]
+        keys = self._pooled_last_block(
+            x, k_stats, last, scratch, (height, width), key_sizes, copy=memory is not None
+        )
         del x
         *inner, last = self.query.blocks
         for block in inner:
             q_stats = self._residual_block(y, q_stats, block, scratch)
-        self._residual_block(y, q_stats, last, scratch, tail=_no_statistics)
+        queries = self._pooled_last_block(y, q_stats, last, scratch, (height, width), query_sizes)
         del scratch
-        queries = [_pool(y, height, width, size).permute(1, 2, 0) for size in query_sizes]
-        return queries, keys
+        return [q.permute(1, 2, 0) for q in queries], keys
 
     def _new_stats(self) -> _ChannelStats:
         return _ChannelStats(self.dim, len(self.rows), self.work.act.device)
@@ -271,6 +271,59 @@ class _Encoders:
             else:
                 tail(rows, x_rows)
         return out_stats
+
+    def _pooled_last_block(
+        self,
+        x: Tensor,
+        stats: _ChannelStats,
+        block: ResBlock,
+        scratch: Tensor,
+        grid: Size,
+        sizes: Sequence[Size],
+        copy: bool = False,
+    ) -> list[Tensor]:
+        """An encoder's last block on token map ``x`` (N, d), pooled to every size: (d, h, w) maps.
+
+        Only pooled results are needed, and pooling and the 1x1 ``conv2`` are both linear:
+        ``pool(x + conv2(a)) = pool(x) + conv2(pool(a))``. For every size smaller than the map,
+        ``conv2`` runs on the pooled maps instead of at full resolution; each size is computed
+        the same way whatever other sizes are asked for, so results do not depend on the
+        company they are computed in. Sizes not smaller than the map pool the block's output
+        (unpooled: a view of ``x``, or a copy if ``copy``). ``x`` and ``scratch`` are
+        overwritten.
+        """
+        height, width = grid
+        small = [h * w < height * width for h, w in sizes]
+        if not any(small):
+            self._residual_block(x, stats, block, scratch, tail=_no_statistics)
+            return [_pool(x, height, width, size, copy=copy) for size in sizes]
+        w1, w2 = _conv1x1_weight_t(block.conv1), _conv1x1_weight_t(block.conv2)
+        affine1 = stats.group_norm_affine(block.norm1, x, self.rows, self.work)
+        mid_stats = self._new_stats()
+        for rows in self.rows:
+            torch.mm(_norm_silu(x[rows], affine1, self.work), w1, out=scratch[rows])
+            mid_stats.add(scratch[rows], self.work)
+        scale, shift = mid_stats.group_norm_affine(block.norm2, scratch, self.rows, self.work)
+        for rows in self.rows:
+            chunk = scratch[rows]  # a = SiLU(GroupNorm(conv1 output)), in place
+            F.silu(torch.addcmul(shift, chunk, scale, out=chunk), inplace=True)
+        maps: list[Tensor | None] = []
+        for size, pooled in zip(sizes, small):
+            if not pooled:
+                maps.append(None)
+                continue
+            pooled_x = _pool(x, height, width, size).permute(1, 2, 0).reshape(-1, self.dim)
+            pooled_a = _pool(scratch, height, width, size).permute(1, 2, 0).reshape(-1, self.dim)
+            out = torch.addmm(pooled_x, pooled_a, w2)
+            maps.append(out.view(*size, self.dim).permute(2, 0, 1))
+        if not all(small):
+            for rows in self.rows:
+                x[rows].addmm_(scratch[rows], w2)
+            maps = [
+                _pool(x, height, width, size, copy=copy) if m is None else m
+                for m, size in zip(maps, sizes)
+            ]
+        return maps
 
     def _rotate(self, e: Tensor, row_angles: Tensor, col_angles: Tensor) -> Tensor:
         """The rotary embedding of a chunk of whole rows, into the workspace.

@@ -66,11 +66,17 @@ def test_golden_catches_a_skipped_parameter(golden, published):
     assert rel > 1e-3
 
 
+@pytest.mark.parametrize(
+    'query_sizes',
+    [[(20, 30), (37, 29)], [(9, 7), (20, 30)], [(50, 40)], [(37, 29)]],
+    ids=['smaller-and-same', 'smaller', 'larger', 'same'],
+)
 @pytest.mark.parametrize('batch', [1, 2])
-def test_fused_encoders_match_modules(published, batch):
+def test_fused_encoders_match_modules(published, batch, query_sizes):
+    """Sizes smaller than the image take the last 1x1 convolution after pooling."""
     torch.manual_seed(0)
     image = torch.randn(batch, 3, 37, 29)
-    query_sizes, key_sizes = [(20, 30), (37, 29)], [(5, 4), (3, 3)]
+    key_sizes = [(5, 4), (3, 3), (37, 29)]
     m = published
     with torch.no_grad():
         q_fused, k_fused = fused_encoder_forward(
