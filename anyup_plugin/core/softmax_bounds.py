@@ -4,7 +4,12 @@ A softmax is usually computed as ``exp(x - max(x)) / sum(exp(x - max(x)))`` so t
 cannot overflow. The maximum and the subtraction are two passes over the inputs. When every
 input is known to lie within :data:`MAX_UNSHIFTED_LOGIT` of zero, ``exp`` of the inputs as
 they are is a normal float32 (between 1e-26 and 1e26), nothing overflows or underflows (sums
-of up to 1e12 such terms stay finite), and the result is the same to rounding.
+of up to 1e12 such terms stay finite), and the result is the same to rounding (weights below
+float32's smallest normal number, about 1e-38, aside: the shifted form flushes those too).
+
+Callers derive the bound from their weights and inputs (see ``AnyUp._logit_bound`` and
+``LearnedFeatureUnification.response_bound``); a bound is a host-side number, so they do so
+only where reading it costs no device synchronisation.
 """
 
 from __future__ import annotations
