@@ -12,7 +12,9 @@ size), weights are random (speed does not depend on them).
 
 Also prints the arithmetic floor of AnyUp at each size: the multiply-adds of its
 convolutions, projections and windowed-attention products (``AnyUp.multiply_adds``, from the
-model's own sizes) at this machine's float32 matrix-multiply rate, measured in the same run.
+model's own sizes) at this machine's float32 matrix-multiply rate, measured on the CPU in each
+row's own process before each of its forwards (the median is used: a shared machine's speed
+drifts within a run). The first line gives the rate once, at the start.
 ``--breakdown`` times the model's own stages (``AnyUp.upsample_maps`` with a timing stage
 runner), each against its floor, with the peak and added resident memory of each stage.
 ``multi_map`` times one call with ``--maps`` maps against that many single calls.
@@ -51,20 +53,46 @@ def anyup_gflop(size: int, channels: int) -> float:
     return 2 * sum(stage_multiply_adds(size, channels).values()) / 1e9
 
 
+class MatmulRate:
+    """The float32 matrix-multiply rate (GFLOP/s, 2048^3 products), measured as often as asked.
+
+    A shared machine changes speed within minutes, so each row measures the rate next to its
+    own forwards and its time / floor compares like with like. The operands are allocated
+    once, up front, so that measuring adds nothing to a forward's memory.
+    """
+
+    def __init__(self, n: int = 2048) -> None:
+        import torch
+
+        self.a, self.b = torch.randn(n, n), torch.randn(n, n)
+        self.out = torch.empty(n, n)
+        self.samples: list[float] = []
+        torch.mm(self.a, self.b, out=self.out)
+
+    def measure(self, tries: int = 3) -> float:
+        """Best of ``tries`` products; the sample is kept in :attr:`samples`."""
+        import torch
+
+        best = math.inf
+        for _ in range(tries):
+            start = time.perf_counter()
+            torch.mm(self.a, self.b, out=self.out)
+            best = min(best, time.perf_counter() - start)
+        self.samples.append(2 * self.a.shape[0] ** 3 / best / 1e9)
+        return self.samples[-1]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples) if self.samples else math.nan
+
+
 def matmul_gflops(threads: int | None = None) -> float:
-    """Measured float32 matrix-multiply rate of this machine (GFLOP/s), 2048^3 products."""
+    """Measured float32 matrix-multiply rate of this machine (GFLOP/s), best of 5 products."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    a @ b
-    times = []
-    for _ in range(5):
-        start = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - start)
-    return 2 * 2048**3 / min(times) / 1e9
+    return MatmulRate().measure(tries=5)
 
 
 def _rss_mb(field: str = 'VmRSS') -> float | None:
@@ -132,9 +160,13 @@ def _worker(args: argparse.Namespace) -> None:
         if device.type == 'cuda':
             torch.cuda.synchronize()
 
+    rate = MatmulRate() if device.type == 'cpu' else None
+
     def median_time(fn) -> float:
         times = []
         for i in range(args.repeats + 1):
+            if rate is not None:
+                rate.measure()
             sync()
             start = time.perf_counter()
             out = fn()
@@ -159,6 +191,8 @@ def _worker(args: argparse.Namespace) -> None:
             'peak_rss_mb': _peak_rss_mb(),
             'rss_before_forward_mb': base_rss,
         }
+        if rate is not None:
+            result['matmul_gflops'] = rate.median
         if device.type == 'cuda':
             result['peak_cuda_mb'] = torch.cuda.max_memory_allocated() / 2**20
             result['cuda_before_forward_mb'] = base_cuda
@@ -319,7 +353,8 @@ def _print_table(results: list[dict], rate: float, args: argparse.Namespace) -> 
         shared = stages['encoders'] + stages['query conv']
         macs = shared + maps * (sum(stages.values()) - shared)
         gflop = 2 * macs / 1e9
-        floor = gflop / rate if math.isfinite(rate) else float('nan')
+        row_rate = r.get('matmul_gflops', rate)
+        floor = gflop / row_rate if math.isfinite(row_rate) else float('nan')
         is_anyup = method != 'bilinear'
         if method == 'multi_map':
             method = (
@@ -344,11 +379,12 @@ def _print_table(results: list[dict], rate: float, args: argparse.Namespace) -> 
         if not r.get('stages'):
             continue
         macs = stage_multiply_adds(r['size'], args.channels)
+        row_rate = r.get('matmul_gflops', rate)
         total = sum(st['seconds'] for st in r['stages'].values())
         print(f'\nAnyUp at {r["size"]}x{r["size"]}, stage by stage ({total:.2f} s):')
         stage_rows = []
         for name, st in r['stages'].items():
-            floor = 2 * macs[name] / 1e9 / rate if math.isfinite(rate) else float('nan')
+            floor = 2 * macs[name] / 1e9 / row_rate if math.isfinite(row_rate) else float('nan')
             stage_rows.append(
                 [
                     name,

@@ -46,6 +46,8 @@ def test_small_run_reports_every_method(tmp_path):
         assert r['features'] == 2 and r['channels'] == 8
         assert r['median_s'] > 0
         assert r['peak_rss_mb'] >= r['rss_before_forward_mb'] > 0
+        # Each row's floor uses the matrix-multiply rate measured next to its own forwards.
+        assert r['matmul_gflops'] > 0
 
 
 def test_dense_reference_is_skipped_where_it_would_not_fit():
