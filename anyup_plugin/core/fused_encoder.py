@@ -255,13 +255,8 @@ class _Encoders:
         of the output (the caller then owns what happens next). Returns the output's
         statistics (empty if ``tail`` was given).
         """
-        w1, w2 = _conv1x1_weight_t(block.conv1), _conv1x1_weight_t(block.conv2)
-        affine1 = stats.group_norm_affine(block.norm1, x, self.rows, self.work)
-        mid_stats = self._new_stats()
-        for rows in self.rows:
-            torch.mm(_norm_silu(x[rows], affine1, self.work), w1, out=scratch[rows])
-            mid_stats.add(scratch[rows], self.work)
-        affine2 = mid_stats.group_norm_affine(block.norm2, scratch, self.rows, self.work)
+        affine2 = self._block_first_half(x, stats, block, scratch)
+        w2 = _conv1x1_weight_t(block.conv2)
         out_stats = self._new_stats()
         for rows in self.rows:
             x_rows = x[rows]
@@ -271,6 +266,22 @@ class _Encoders:
             else:
                 tail(rows, x_rows)
         return out_stats
+
+    def _block_first_half(
+        self, x: Tensor, stats: _ChannelStats, block: ResBlock, scratch: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """``scratch = conv1(SiLU(norm1(x)))`` chunk by chunk; returns ``norm2``'s affine of it.
+
+        ``stats`` are those of ``x``; the returned ``(scale, shift)`` make ``norm2(scratch)``
+        equal to ``scratch * scale + shift``.
+        """
+        w1 = _conv1x1_weight_t(block.conv1)
+        affine1 = stats.group_norm_affine(block.norm1, x, self.rows, self.work)
+        mid_stats = self._new_stats()
+        for rows in self.rows:
+            torch.mm(_norm_silu(x[rows], affine1, self.work), w1, out=scratch[rows])
+            mid_stats.add(scratch[rows], self.work)
+        return mid_stats.group_norm_affine(block.norm2, scratch, self.rows, self.work)
 
     def _pooled_last_block(
         self,
@@ -297,13 +308,8 @@ class _Encoders:
         if not any(small):
             self._residual_block(x, stats, block, scratch, tail=_no_statistics)
             return [_pool(x, height, width, size, copy=copy) for size in sizes]
-        w1, w2 = _conv1x1_weight_t(block.conv1), _conv1x1_weight_t(block.conv2)
-        affine1 = stats.group_norm_affine(block.norm1, x, self.rows, self.work)
-        mid_stats = self._new_stats()
-        for rows in self.rows:
-            torch.mm(_norm_silu(x[rows], affine1, self.work), w1, out=scratch[rows])
-            mid_stats.add(scratch[rows], self.work)
-        scale, shift = mid_stats.group_norm_affine(block.norm2, scratch, self.rows, self.work)
+        scale, shift = self._block_first_half(x, stats, block, scratch)
+        w2 = _conv1x1_weight_t(block.conv2)
         for rows in self.rows:
             chunk = scratch[rows]  # a = SiLU(GroupNorm(conv1 output)), in place
             F.silu(torch.addcmul(shift, chunk, scale, out=chunk), inplace=True)
