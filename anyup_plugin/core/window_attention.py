@@ -551,6 +551,8 @@ class _ColumnLayout:
         query_index: (G, Q) output column of every query slot (padding repeats the last one).
         key_index: (G, K) feature column of every key slot (padding repeats the last one).
         key_padding: (G, K) True at padded key slots, or None when every group is full.
+        key_count: Real keys of every group (host-side numbers, so that using them never
+            waits for the device).
         column_group: (W',) group of every output column.
         column_offset: (W',) slot of every output column within its group.
         column_start: First output column of every group, and W' at the end.
@@ -559,6 +561,7 @@ class _ColumnLayout:
     query_index: Tensor
     key_index: Tensor
     key_padding: Tensor | None
+    key_count: tuple[int, ...]
     column_group: Tensor
     column_offset: Tensor
     column_start: tuple[int, ...]
@@ -574,6 +577,7 @@ class _ColumnLayout:
             query_index=query_index,
             key_index=key_index,
             key_padding=~key_valid if cols.keys_padded else None,
+            key_count=tuple(e - s for s, e in zip(cols.key_start, cols.key_end)),
             column_group=torch.tensor(group, device=device),
             column_offset=torch.tensor(offset, device=device),
             column_start=(*cols.query_start, cols.query_end[-1]),
@@ -691,7 +695,7 @@ class _WindowColumns:
             2, 0, 1, 3
         )
         self.values = values.reshape(batch, feat_h * feat_w, values.shape[-1])
-        self.key_padding = layout.key_padding  # (G, K) or None
+        self.key_count = layout.key_count
         self.key_bias = None
         if layout.key_padding is not None:
             bias = torch.zeros(layout.key_padding.shape, dtype=torch.float32, device=keys.device)
@@ -751,17 +755,22 @@ class _WindowColumns:
         """Flat indices of the padded key slots of column groups ``groups`` over ``n_rows`` rows.
 
         They index the (g, n_rows * K) key slots of those groups (group-major, as the tiles lay
-        them out); None when none of the groups is padded.
+        them out); None when none of the groups is padded. Built from host-side counts, so
+        no device synchronisation is needed.
         """
         cache_key = (groups.start, groups.stop, n_rows)
         if cache_key not in self._padded_slots:
-            slots = None
-            if self.key_padding is not None:
-                padding = self.key_padding[groups]  # (g, K)
-                if bool(padding.any()):
-                    padding = padding[:, None, :].expand(-1, n_rows, -1)
-                    slots = padding.flatten().nonzero().squeeze(1)
-            self._padded_slots[cache_key] = slots
+            width = self.key_index.shape[1]
+            slots = [
+                (g * n_rows + r) * width + j
+                for g, count in enumerate(self.key_count[groups])
+                for r in range(n_rows)
+                for j in range(count, width)
+            ]
+            device = self.key_index.device
+            self._padded_slots[cache_key] = (
+                torch.tensor(slots, dtype=torch.long, device=device) if slots else None
+            )
         return self._padded_slots[cache_key]
 
 
