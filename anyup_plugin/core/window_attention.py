@@ -424,7 +424,7 @@ def windowed_attention(
     for q_start, q_end, k_start, k_end in zip(
         rows.query_start, rows.query_end, rows.key_start, rows.key_end
     ):
-        k_tile, v_tile, bias = window_keys.rows(k_start, k_end, with_bias=output is None)
+        k_tile, v_tile, bias = window_keys.rows(k_start, k_end)
         per_query = num_heads * k_tile.shape[-2]
         if output is None:
             rows_per_tile = max(
@@ -674,7 +674,9 @@ class _WindowColumns:
         layout: The column groups.
         num_heads: Heads D is split into.
         band_rows: Feature rows gathered at once (at least the tallest window).
-        buffers: Reused storage for the bands, or None to allocate each (autograd).
+        buffers: Reused storage for the bands, or None to allocate each (autograd). Padded
+            key slots are then masked with a -inf bias (:meth:`rows`); with buffers the tiles
+            zero them instead (:meth:`padded_slots`).
     """
 
     def __init__(
@@ -697,7 +699,7 @@ class _WindowColumns:
         self.values = values.reshape(batch, feat_h * feat_w, values.shape[-1])
         self.key_count = layout.key_count
         self.key_bias = None
-        if layout.key_padding is not None:
+        if layout.key_padding is not None and buffers is None:
             bias = torch.zeros(layout.key_padding.shape, dtype=torch.float32, device=keys.device)
             self.key_bias = bias.masked_fill_(layout.key_padding, float('-inf'))  # (G, K)
         self._padded_slots: dict[tuple[int, int, int], Tensor | None] = {}
@@ -726,13 +728,11 @@ class _WindowColumns:
         self.band_values = values.view(*shape, self.values.shape[-1])
         self.band = (start, end)
 
-    def rows(
-        self, start: int, end: int, with_bias: bool = True
-    ) -> tuple[Tensor, Tensor, Tensor | None]:
+    def rows(self, start: int, end: int) -> tuple[Tensor, Tensor, Tensor | None]:
         """Keys (heads, B*G, n, head_dim), values (B*G, n, C) and bias of feature rows [start, end).
 
-        The bias, None when nothing is padded or ``with_bias`` is False, is (B*G, n, 1): 0 at
-        real keys, -inf at padded slots, to be added to the (B*G, n, queries) logits.
+        The bias, None when nothing is padded or with buffers, is (B*G, n, 1): 0 at real keys,
+        -inf at padded slots, to be added to the (B*G, n, queries) logits.
         """
         if not (self.band[0] <= start and end <= self.band[1]):
             self._gather_band(start)
@@ -745,7 +745,7 @@ class _WindowColumns:
         )
         v_tile = self.band_values[:, offset : offset + n_rows].reshape(bg, n_keys, -1)
         bias = None
-        if self.key_bias is not None and with_bias:
+        if self.key_bias is not None:
             n_groups = self.key_bias.shape[0]
             bias = self.key_bias[None, :, None, :].expand(self.batch, n_groups, n_rows, k_width)
             bias = bias.reshape(bg, n_keys, 1)
