@@ -206,19 +206,15 @@ class LearnedFeatureUnification(nn.Module):
             # windows are strided views; one copy lays them out (twice as fast as stacking the
             # k*k shifted maps).
             windows = padded[:, r0 : r0 + rows + 2 * pad].unfold(1, k, 1).unfold(2, k, 1)
+            strip_taps = inv_taps[r0 * w : (r0 + rows) * w, None, None]
             if reuse:
                 patches = patch_memory[: windows.numel()].view(windows.shape).copy_(windows)
-                patches = patches.view(b, rows * w, c, k * k)
-                patches.mul_(inv_taps[r0 * w : (r0 + rows) * w, None, None])
+                patches = patches.view(b, rows * w, c, k * k).mul_(strip_taps)
             else:
-                patches = windows.reshape(b, rows * w, c, k * k)
+                patches = windows.reshape(b, rows * w, c, k * k) * strip_taps
+            out = response_memory if reuse else None
             for p0 in range(0, rows * w, chunk):
-                part = patches[:, p0 : p0 + chunk]
-                if not reuse:
-                    pixels = slice(r0 * w + p0, r0 * w + p0 + part.shape[1])
-                    part = part * inv_taps[pixels, None, None]
-                out = response_memory if reuse else None
-                pieces.append(self._unify_pixels(part, basis_t, shift, out))
+                pieces.append(self._unify_pixels(patches[:, p0 : p0 + chunk], basis_t, shift, out))
         out = torch.cat(pieces, dim=1) if len(pieces) > 1 else pieces[0]
         return out.view(b, h, w, d).permute(0, 3, 1, 2)
 
