@@ -33,6 +33,7 @@ from .layers import (
     ReflectPadConv2d,
     RotaryPositionEmbedding2d,
 )
+from .softmax_bounds import bound_is_free
 from .window_attention import (
     DEFAULT_MAX_TILE_ELEMENTS,
     QueryBands,
@@ -394,8 +395,8 @@ class AnyUp(nn.Module):
         if isinstance(queries, Tensor):
             queries = queries.permute(0, 2, 3, 1)
         logit_bound = None
-        # The bound is a host-side number: only where reading it costs no device sync.
-        if keys.device.type == 'cpu' and not torch.is_grad_enabled() and not is_tracing():
+        # The attention uses a bound only without autograd.
+        if bound_is_free(keys.device) and not torch.is_grad_enabled():
             logit_bound = self._logit_bound(q_weight, q_bias, keys)
         out = windowed_attention(
             queries,

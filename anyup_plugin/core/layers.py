@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .checks import is_tracing
-from .softmax_bounds import softmax_needs_shift
+from .softmax_bounds import bound_is_free, softmax_needs_shift
 
 __all__ = [
     'ReflectPadConv2d',
@@ -183,10 +183,9 @@ class LearnedFeatureUnification(nn.Module):
         taps = _taps_inside(h, w, k, features.device)
         inv_taps = 1 / taps.flatten()  # (h*w,)
         shift = True
-        # The bound is a host-side number: only where reading it costs no device sync. It is
-        # used with and without autograd alike, so that both give the same numbers: the key
+        # Used with and without autograd alike, so that both give the same numbers: the key
         # encoder's group norms can amplify rounding differences in these descriptors a lot.
-        if features.device.type == 'cpu' and not is_tracing():
+        if bound_is_free(features.device):
             shift = softmax_needs_shift(self.response_bound(features, taps))
         # Channels-last and zero-padded, so that every tap's shifted view is one slice; in
         # channels-last memory, since the patch copy then reads runs of channels (30 % faster).

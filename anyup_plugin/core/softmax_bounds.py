@@ -9,12 +9,16 @@ float32's smallest normal number, about 1e-38, aside: the shifted form flushes t
 
 Callers derive the bound from their weights and inputs (see ``AnyUp._logit_bound`` and
 ``LearnedFeatureUnification.response_bound``); a bound is a host-side number, so they do so
-only where reading it costs no device synchronisation.
+only where :func:`bound_is_free`.
 """
 
 from __future__ import annotations
 
-__all__ = ['MAX_UNSHIFTED_LOGIT', 'softmax_needs_shift']
+import torch
+
+from .checks import is_tracing
+
+__all__ = ['MAX_UNSHIFTED_LOGIT', 'bound_is_free', 'softmax_needs_shift']
 
 #: The largest |input| for which a float32 softmax may exponentiate its inputs unshifted:
 #: exp(60) is about 1.1e26, far from float32's 3.4e38, and exp(-60) about 8.8e-27, far above
@@ -25,3 +29,12 @@ MAX_UNSHIFTED_LOGIT = 60.0
 def softmax_needs_shift(bound: float | None) -> bool:
     """Whether inputs bounded by ``|x| <= bound`` (None: unknown) need the maximum subtracted."""
     return bound is None or not bound <= MAX_UNSHIFTED_LOGIT
+
+
+def bound_is_free(device: torch.device) -> bool:
+    """Whether reading a bound computed on ``device`` as a Python number costs nothing.
+
+    On the CPU it does not wait for a device; under ``torch.compile`` or ``torch.export`` it
+    would be data-dependent control flow, so the shifted softmax is kept there.
+    """
+    return device.type == 'cpu' and not is_tracing()

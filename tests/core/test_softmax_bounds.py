@@ -7,7 +7,11 @@ import math
 import pytest
 import torch
 
-from anyup_plugin.core.softmax_bounds import MAX_UNSHIFTED_LOGIT, softmax_needs_shift
+from anyup_plugin.core.softmax_bounds import (
+    MAX_UNSHIFTED_LOGIT,
+    bound_is_free,
+    softmax_needs_shift,
+)
 
 
 @pytest.mark.parametrize(
@@ -33,3 +37,11 @@ def test_unshifted_softmax_at_the_limit_equals_the_shifted_one():
         torch.testing.assert_close(unshifted, logits.softmax(dim=-1), rtol=1e-5, atol=tiny)
     # Beyond float32's range the shift is what keeps it finite.
     assert not torch.isfinite(torch.tensor([100.0]).exp()).all()
+
+
+def test_bounds_are_read_only_where_that_is_free():
+    assert bound_is_free(torch.device('cpu'))
+    assert not bound_is_free(torch.device('meta'))
+    # Under compilation a bound read on the host would be data-dependent control flow.
+    traced = torch.compile(lambda x: x + bound_is_free(x.device), backend='eager', fullgraph=True)
+    assert traced(torch.zeros(1)).item() == 0
