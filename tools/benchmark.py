@@ -9,6 +9,8 @@ size), weights are random (speed does not depend on them).
     python tools/benchmark.py --sizes 448 --methods anyup --breakdown
     python tools/benchmark.py --sizes 448 --methods multi_map --maps 4
     python tools/benchmark.py --device cuda --markdown
+    python tools/benchmark.py --device cuda --autocast bf16 --sizes 448 1024 \
+        --methods anyup published --published-repo /path/to/anyup
 
 Also prints the arithmetic floor of AnyUp at each size: the multiply-adds of its
 convolutions, projections and windowed-attention products (``AnyUp.multiply_adds``, from the
@@ -18,6 +20,11 @@ drifts within a run). The first line gives the rate once, at the start.
 ``--breakdown`` times the model's own stages (``AnyUp.upsample_maps`` with a timing stage
 runner), each against its floor, with the peak and added resident memory of each stage.
 ``multi_map`` times one call with ``--maps`` maps against that many single calls.
+``published`` times the published AnyUp code (a local checkout of github.com/wimmerth/anyup,
+loaded through its ``hubconf.py`` with ``pretrained=False``) with this model's weights, and
+reports the largest difference of its output from this model's, relative to the output's
+largest value. ``--autocast bf16`` runs every method under autocast (rows get no floor: it
+is a float32 rate).
 """
 
 from __future__ import annotations
@@ -31,8 +38,12 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Any
 
-METHODS = ('anyup', 'bilinear', 'dense_reference', 'multi_map')
+METHODS = ('anyup', 'bilinear', 'dense_reference', 'multi_map', 'published')
+#: Methods whose attention is one dense (queries x feature tokens) product.
+DENSE_METHODS = ('dense_reference', 'published')
+AUTOCAST_DTYPES = {'none': None, 'bf16': 'bfloat16', 'fp16': 'float16'}
 DEFAULT_METHODS = ('anyup', 'bilinear', 'dense_reference')
 
 
@@ -145,16 +156,33 @@ def _worker(args: argparse.Namespace) -> None:
     maps = [torch.randn_like(features) for _ in range(args.maps)]
     model = AnyUp().to(device).eval()
 
+    published = None
     if args.method == 'anyup':
         run = lambda: model(image, features)  # noqa: E731
     elif args.method == 'dense_reference':
         run = lambda: reference_upsample(model, image, features)  # noqa: E731
     elif args.method == 'multi_map':
         run = lambda: model(image, maps)  # noqa: E731
+    elif args.method == 'published':
+        published = _published_model(args.published_repo, model, args.published_natten)
+        run = lambda: published(image, features, q_chunk_size=args.published_q_chunk)  # noqa: E731
     else:
         run = lambda: F.interpolate(  # noqa: E731
             features, size=(size, size), mode='bilinear', align_corners=False
         )
+    autocast_dtype = AUTOCAST_DTYPES[args.autocast]
+
+    def autocast(fn):
+        if autocast_dtype is None:
+            return fn
+
+        def under_autocast():
+            with torch.autocast(device.type, dtype=getattr(torch, autocast_dtype)):
+                return fn()
+
+        return under_autocast
+
+    run = autocast(run)
 
     def sync() -> None:
         if device.type == 'cuda':
@@ -196,14 +224,55 @@ def _worker(args: argparse.Namespace) -> None:
         if device.type == 'cuda':
             result['peak_cuda_mb'] = torch.cuda.max_memory_allocated() / 2**20
             result['cuda_before_forward_mb'] = base_cuda
+        if args.autocast != 'none':
+            result['autocast'] = args.autocast
+        if published is not None:
+            result['published_natten'] = args.published_natten
+            result['published_q_chunk'] = args.published_q_chunk
+            theirs, ours = run(), autocast(lambda: model(image, features))()
+            scale = ours.float().abs().max().clamp_min(torch.finfo(torch.float32).tiny)
+            result['relative_difference_to_anyup'] = float(
+                (theirs.float() - ours.float()).abs().max() / scale
+            )
+            del theirs, ours
         if args.method == 'multi_map':
             result['maps'] = args.maps
-            result['single_calls_s'] = median_time(lambda: [model(image, f) for f in maps])
+            result['single_calls_s'] = median_time(
+                autocast(lambda: [model(image, f) for f in maps])
+            )
             result['multi_map_ratio'] = result['median_s'] / result['single_calls_s']
         result['stages'] = {}
         if args.breakdown and args.method == 'anyup':
             result['stages'] = _stage_profile(model, image, features, sync, device)
     print(json.dumps(result))
+
+
+def _published_model(repo: str, weights_from: Any, use_natten: bool) -> Any:
+    """The published AnyUp built by its own ``hubconf.py`` from a local checkout, with the weights
+    of ``weights_from`` (its parameter names are the published ones).
+
+    With ``use_natten`` the attention is then swapped for the published NATTEN block, the way
+    its ``hubconf.py`` does it, so that it takes over the loaded projections.
+    """
+    import importlib
+
+    import torch
+
+    device = next(weights_from.parameters()).device
+    model = torch.hub.load(
+        repo, 'anyup', source='local', trust_repo=True, pretrained=False, device=str(device)
+    )
+    model.load_state_dict(weights_from.state_dict())
+    if use_natten:
+        layers = importlib.import_module('anyup.layers')  # imported by the hubconf above
+        model.cross_decode = layers.setup_cross_attention_block(
+            use_natten=True,
+            qk_dim=model.cross_decode.cross_attn.attention.embed_dim,
+            num_heads=model.cross_decode.cross_attn.attention.num_heads,
+            window_ratio=model.cross_decode.window_ratio,
+            use_params_from=model.cross_decode,
+        ).to(device)
+    return model.eval()
 
 
 def _stage_profile(model, image, features, sync, device) -> dict[str, dict[str, float]]:
@@ -241,10 +310,18 @@ def _stage_profile(model, image, features, sync, device) -> dict[str, dict[str, 
     return stages
 
 
-def _estimated_dense_gb(size: int, heads: int = 4) -> float:
+def _estimated_dense_gb(size: int, heads: int = 4, query_chunk: int | None = None) -> float:
+    """Memory of a dense masked attention at a square output = image size, in GiB.
+
+    Unchunked: logits, mask and softmax over (heads, H'W', hw) in float32, roughly three
+    copies. With ``query_chunk`` queries at a time (the published code's ``q_chunk_size``):
+    those copies for one chunk, plus the boolean mask over every query, built up front.
+    """
     h = _features_size(size)
-    # logits, mask and softmax over (heads, H'W', hw) in float32, roughly three copies.
-    return 3 * heads * size**4 * h * h / size**2 * 4 / 2**30
+    queries = size**2
+    if query_chunk is None:
+        return 3 * heads * queries * h * h * 4 / 2**30
+    return (3 * heads * min(query_chunk, queries) * h * h * 4 + queries * h * h) / 2**30
 
 
 def main() -> None:
@@ -262,6 +339,30 @@ def main() -> None:
         default=16.0,
         help='skip the dense reference where its attention alone would exceed this',
     )
+    parser.add_argument(
+        '--autocast',
+        choices=sorted(AUTOCAST_DTYPES),
+        default='none',
+        help='run every method under autocast to this dtype',
+    )
+    parser.add_argument(
+        '--published-repo',
+        default=None,
+        metavar='DIR',
+        help='local checkout of github.com/wimmerth/anyup, for --methods published',
+    )
+    parser.add_argument(
+        '--published-natten',
+        action='store_true',
+        help='time the published NATTEN attention (needs natten installed)',
+    )
+    parser.add_argument(
+        '--published-q-chunk',
+        type=int,
+        default=None,
+        metavar='N',
+        help="the published code's q_chunk_size: its dense attention N queries at a time",
+    )
     parser.add_argument('--breakdown', action='store_true', help='time AnyUp stage by stage')
     parser.add_argument('--markdown', action='store_true', help='print a Markdown table')
     parser.add_argument('--json', default=None, help='also write the results to this file')
@@ -269,6 +370,11 @@ def main() -> None:
     parser.add_argument('--method', default=None, help=argparse.SUPPRESS)
     parser.add_argument('--size', type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if 'published' in args.methods and not args.worker:
+        if args.published_repo is None:
+            parser.error('--methods published needs --published-repo DIR')
+        if not os.path.isfile(os.path.join(args.published_repo, 'hubconf.py')):
+            parser.error(f'--published-repo {args.published_repo}: no hubconf.py there')
     if args.threads:
         import torch
 
@@ -282,12 +388,18 @@ def main() -> None:
     results = []
     for size in args.sizes:
         for method in args.methods:
-            if method == 'dense_reference' and _estimated_dense_gb(size) > args.dense_limit_gb:
+            dense_gb = _estimated_dense_gb(
+                size, query_chunk=args.published_q_chunk if method == 'published' else None
+            )
+            dense = method == 'dense_reference' or (
+                method == 'published' and not args.published_natten
+            )
+            if dense and dense_gb > args.dense_limit_gb:
                 results.append(
                     {
                         'method': method,
                         'size': size,
-                        'skipped': f'needs ~{_estimated_dense_gb(size):.0f} GB for attention',
+                        'skipped': f'needs ~{dense_gb:.0f} GB for attention',
                     }
                 )
                 print(json.dumps(results[-1]), flush=True)
@@ -304,6 +416,14 @@ def main() -> None:
                     f'--device={args.device}',
                     f'--maps={args.maps}',
                 ]
+                + [f'--autocast={args.autocast}']
+                + ([f'--published-repo={args.published_repo}'] if method == 'published' else [])
+                + (['--published-natten'] if args.published_natten else [])
+                + (
+                    [f'--published-q-chunk={args.published_q_chunk}']
+                    if args.published_q_chunk
+                    else []
+                )
                 + (['--breakdown'] if args.breakdown else [])
                 + ([f'--threads={args.threads}'] if args.threads else [])
             )
@@ -354,13 +474,24 @@ def _print_table(results: list[dict], rate: float, args: argparse.Namespace) -> 
         macs = shared + maps * (sum(stages.values()) - shared)
         gflop = 2 * macs / 1e9
         row_rate = r.get('matmul_gflops', rate)
-        floor = gflop / row_rate if math.isfinite(row_rate) else float('nan')
+        # A float32 rate says nothing about a forward under autocast.
+        floor = gflop / row_rate if math.isfinite(row_rate) and 'autocast' not in r else math.nan
         is_anyup = method != 'bilinear'
         if method == 'multi_map':
             method = (
                 f'{maps} maps in one call ({r["multi_map_ratio"]:.2f}x of '
                 f'{maps} calls, {r["single_calls_s"]:.3f} s)'
             )
+        elif method == 'published':
+            variant = ', NATTEN' if r['published_natten'] else ''
+            if r['published_q_chunk']:
+                variant += f', q_chunk_size {r["published_q_chunk"]}'
+            method = (
+                f'published code{variant} (differs from anyup by '
+                f'{r["relative_difference_to_anyup"]:.1e} of its largest value)'
+            )
+        if 'autocast' in r:
+            method += f', {r["autocast"]} autocast'
         rows.append(
             [
                 f'{size}x{size}',

@@ -59,3 +59,72 @@ def test_dense_reference_is_skipped_where_it_would_not_fit():
     # logits, mask and softmax of 4 heads over 448^2 queries x 32^2 tokens, float32
     assert benchmark._estimated_dense_gb(448) == pytest.approx(3 * 4 * 448**2 * 32**2 * 4 / 2**30)
     assert benchmark._estimated_dense_gb(1024) > 16
+
+
+_STUB_HUBCONF = '''
+dependencies = ['torch']
+
+from anyup_plugin import AnyUp
+
+
+class ShiftedAnyUp(AnyUp):
+    """Stands in for the published model: AnyUp's output plus q_chunk_size * 1e-6 of its
+    largest value, so the benchmark's difference shows that weights and arguments got through."""
+
+    def forward(self, image, features, output_size=None, q_chunk_size=None):
+        out = super().forward(image, features, output_size)
+        return out + q_chunk_size * 1e-6 * out.abs().amax()
+
+
+def anyup(use_natten=False, pretrained=True, device='cpu'):
+    assert not pretrained and not use_natten
+    return ShiftedAnyUp().to(device)
+'''
+
+
+@pytest.mark.slow
+def test_published_code_gets_the_same_weights_and_its_difference_is_reported(tmp_path):
+    repo = tmp_path / 'published'
+    repo.mkdir()
+    (repo / 'hubconf.py').write_text(_STUB_HUBCONF)
+    report = tmp_path / 'bench.json'
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / 'tools' / 'benchmark.py'),
+            *('--sizes', '28', '--channels', '8', '--repeats', '1', '--markdown'),
+            *('--methods', 'anyup', 'published', '--published-repo', str(repo)),
+            *('--published-q-chunk', '1000', '--autocast', 'bf16', '--json', str(report)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    anyup, published = json.loads(report.read_text())['results']
+    assert anyup['autocast'] == published['autocast'] == 'bf16'
+    assert published['published_q_chunk'] == 1000
+    # Freshly initialised weights of its own would differ by far more than the shift.
+    assert published['relative_difference_to_anyup'] == pytest.approx(1e-3, rel=1e-3)
+    rows = [line.split('|') for line in proc.stdout.splitlines() if line.startswith('| 28x28')]
+    assert rows[1][3].strip() == (
+        'published code, q_chunk_size 1000 (differs from anyup by 1.0e-03 of its largest '
+        'value), bf16 autocast'
+    )
+    # No float32 floor for a forward under autocast.
+    assert [row[8].strip() for row in rows] == ['', '']
+
+
+def test_published_method_needs_a_checkout_with_a_hubconf(tmp_path):
+    for extra, message in (
+        ([], '--methods published needs --published-repo DIR'),
+        (['--published-repo', str(tmp_path)], 'no hubconf.py there'),
+    ):
+        proc = subprocess.run(
+            [sys.executable, str(REPO / 'tools' / 'benchmark.py'), '--methods', 'published']
+            + extra,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 2 and message in proc.stderr
