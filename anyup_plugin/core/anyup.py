@@ -35,6 +35,7 @@ from .layers import (
 )
 from .softmax_bounds import bound_is_free
 from .window_attention import (
+    ATTENTION_KERNELS,
     DEFAULT_MAX_TILE_ELEMENTS,
     QueryBands,
     window_pair_count,
@@ -92,6 +93,10 @@ class AnyUp(nn.Module):
             attention.
         num_groups: GroupNorm groups in the residual blocks.
         max_tile_elements: Upper bound on the attention logits computed at once.
+        attention_kernel: How the attention's tiles are computed, one of
+            :data:`~anyup_plugin.core.window_attention.ATTENTION_KERNELS`: ``'matmul'``
+            (the fewest multiply-adds, the fastest on the CPU) or ``'sdpa'`` (PyTorch's fused
+            scaled-dot-product kernels, per head). Both are exact.
 
     Example:
         >>> model = AnyUp.from_pretrained('anyup_multi_backbone').eval()
@@ -112,6 +117,7 @@ class AnyUp(nn.Module):
         window_ratio: float = 0.1,
         num_groups: int = 8,
         max_tile_elements: int = DEFAULT_MAX_TILE_ELEMENTS,
+        attention_kernel: str = 'matmul',
     ) -> None:
         super().__init__()
         if qk_dim % num_heads != 0 or qk_dim % 4 != 0:
@@ -120,6 +126,11 @@ class AnyUp(nn.Module):
             )
         if not math.isfinite(window_ratio):
             raise ValueError(f'window_ratio must be finite, got {window_ratio}')
+        if attention_kernel not in ATTENTION_KERNELS:
+            raise ValueError(
+                f'attention_kernel must be one of {ATTENTION_KERNELS}, got {attention_kernel!r}'
+            )
+        self.attention_kernel = attention_kernel
         self.qk_dim = qk_dim
         self.num_heads = num_heads
         self.window_ratio = float(window_ratio)
@@ -408,6 +419,7 @@ class AnyUp(nn.Module):
             max_tile_elements=self.max_tile_elements,
             out=None if out is None else out.permute(0, 2, 3, 1),
             logit_bound=logit_bound,
+            kernel=self.attention_kernel,
         )
         return out.permute(0, 3, 1, 2)
 

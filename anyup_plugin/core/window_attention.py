@@ -41,6 +41,7 @@ Size = tuple[int, int]
 QueryTransform = Callable[[Tensor, 'Tensor | None'], Tensor]
 
 __all__ = [
+    'ATTENTION_KERNELS',
     'DEFAULT_MAX_TILE_ELEMENTS',
     'AxisGroups',
     'QueryBands',
@@ -69,6 +70,16 @@ MIN_TILE_QUERIES = 128
 #: Elements per band of :class:`QueryBands` (32 MiB of float32): small against the map at
 #: large sizes, large enough for the convolution to run at its full rate.
 QUERY_BAND_ELEMENTS = 2**23
+
+#: How a tile's attention is computed:
+#:
+#: - ``'matmul'``: the heads' logits as batched matrix products, their softmaxes averaged
+#:   into one map per tile, then one value product with that map (the fewest multiply-adds).
+#: - ``'sdpa'``: :func:`torch.nn.functional.scaled_dot_product_attention` per head with the
+#:   full-width features as every head's values, then the mean over heads. Exact as well
+#:   (averaging attention maps commutes with the value product) at ``num_heads`` times the
+#:   value multiply-adds, for the fused kernels of accelerators.
+ATTENTION_KERNELS = ('matmul', 'sdpa')
 
 #: float32 has a 24-bit significand.
 _FLOAT32_SIGNIFICAND_BITS = 24
@@ -360,6 +371,7 @@ def windowed_attention(
     max_tile_elements: int = DEFAULT_MAX_TILE_ELEMENTS,
     out: Tensor | None = None,
     logit_bound: float | None = None,
+    kernel: str = 'matmul',
 ) -> Tensor:
     """Head-averaged softmax attention of every output pixel over its feature window.
 
@@ -384,11 +396,14 @@ def windowed_attention(
             ``query_transform``), key and head. Without autograd, a bound within
             :data:`~anyup_plugin.core.softmax_bounds.MAX_UNSHIFTED_LOGIT` lets the softmax skip its
             maximum subtraction.
+        kernel: How each tile is computed, one of :data:`ATTENTION_KERNELS`.
 
     Returns:
         (B, H', W', C) attention output, the convex combination of window values (``out`` if
         given).
     """
+    if kernel not in ATTENTION_KERNELS:
+        raise ValueError(f'kernel must be one of {ATTENTION_KERNELS}, got {kernel!r}')
     batch, out_h, out_w, _ = queries.shape
     feat_h, feat_w = keys.shape[1:3]
     rows = window_groups(out_h, feat_h, window_ratio)
@@ -418,7 +433,16 @@ def windowed_attention(
             output = out
         buffers = _TileBuffers(queries.device)
     shift = softmax_needs_shift(logit_bound)
-    window_keys = _WindowColumns(keys, values, layout, num_heads, 2 * rows.max_keys, buffers)
+    # The fused kernel masks padded keys itself; the buffered matrix products zero them.
+    window_keys = _WindowColumns(
+        keys,
+        values,
+        layout,
+        num_heads,
+        2 * rows.max_keys,
+        buffers,
+        mask_padded=buffers is None or kernel == 'sdpa',
+    )
     pieces = []
     n_groups = layout.num_groups
     for q_start, q_end, k_start, k_end in zip(
@@ -453,7 +477,13 @@ def windowed_attention(
                 q_rows = queries[:, r0 : r0 + n_rows]
             if output is None:
                 out = _attend_tile(
-                    layout.gather_queries(q_rows), k_tile, v_tile, bias, query_transform, None
+                    layout.gather_queries(q_rows),
+                    k_tile,
+                    v_tile,
+                    bias,
+                    query_transform,
+                    None,
+                    kernel=kernel,
                 )
                 pieces.append(layout.scatter_outputs(out.view(batch, -1, out.shape[-1]), n_rows))
                 continue
@@ -461,15 +491,19 @@ def windowed_attention(
                 for g0 in range(0, n_groups, groups_per_tile):
                     groups = slice(g0, min(g0 + groups_per_tile, n_groups))
                     tile = slice(b * n_groups + groups.start, b * n_groups + groups.stop)
+                    fused = kernel == 'sdpa'
                     out = _attend_tile(
                         layout.gather_queries(q_rows[b : b + 1], groups, buffers),
                         k_tile[:, tile],
                         v_tile[tile],
-                        None,
+                        bias[tile] if fused and bias is not None else None,
                         query_transform,
                         buffers,
-                        padded_slots=window_keys.padded_slots(groups, k_end - k_start),
+                        padded_slots=(
+                            None if fused else window_keys.padded_slots(groups, k_end - k_start)
+                        ),
                         shift=shift,
+                        kernel=kernel,
                     )
                     layout.scatter_outputs(
                         out.view(1, -1, out.shape[-1]),
@@ -527,11 +561,12 @@ def _attend_tile(
     buffers: _TileBuffers | None,
     padded_slots: Tensor | None = None,
     shift: bool = True,
+    kernel: str = 'matmul',
 ) -> Tensor:
     """One tile: (G, N, D_in) gathered queries -> (G, N, C) head-averaged window sums.
 
-    Padded key slots are masked by ``bias`` (autograd) or zeroed at ``padded_slots``
-    (buffered); see :func:`_head_averaged_softmax`.
+    Padded key slots are masked by ``bias`` (autograd, or the ``'sdpa'`` kernel) or zeroed
+    at ``padded_slots`` (buffered matrix products); see :func:`_head_averaged_softmax`.
     """
     if query_transform is not None:
         out = None
@@ -539,8 +574,34 @@ def _attend_tile(
             shape = (*q_tile.shape[:2], k_tile.shape[0] * k_tile.shape[-1])
             out = buffers.get('projected queries', shape, q_tile.dtype)
         q_tile = query_transform(q_tile, out)
+    if kernel == 'sdpa':
+        return _fused_head_averaged_attention(q_tile, k_tile, v_tile, bias)
     attn = _head_averaged_softmax(q_tile, k_tile, bias, buffers, padded_slots, shift)
     return _value_product(attn, v_tile, buffers)
+
+
+def _fused_head_averaged_attention(
+    queries: Tensor, keys: Tensor, values: Tensor, bias: Tensor | None
+) -> Tensor:
+    """Every head's softmax attention by the fused kernel, with shared values, head-averaged.
+
+    Args:
+        queries: (G, N, D) queries, D split evenly among the heads (already scaled: the
+            logits are plain dot products).
+        keys: (heads, G, K, D / heads) keys.
+        values: (G, K, C) values, the same for every head.
+        bias: None, or (G, K, 1): 0 at real keys, -inf at padded ones.
+
+    Returns:
+        (G, N, C) head-averaged attention output.
+    """
+    num_heads, groups, n_keys, head_dim = keys.shape
+    q = queries.unflatten(-1, (num_heads, head_dim)).transpose(1, 2)  # (G, heads, N, hd)
+    k = keys.transpose(0, 1)  # (G, heads, K, hd)
+    v = values.unsqueeze(1).expand(groups, num_heads, n_keys, values.shape[-1])
+    mask = None if bias is None else (bias == 0).view(groups, 1, 1, n_keys)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
+    return out.mean(dim=1)
 
 
 @dataclass(frozen=True)
@@ -674,9 +735,9 @@ class _WindowColumns:
         layout: The column groups.
         num_heads: Heads D is split into.
         band_rows: Feature rows gathered at once (at least the tallest window).
-        buffers: Reused storage for the bands, or None to allocate each (autograd). Padded
-            key slots are then masked with a -inf bias (:meth:`rows`); with buffers the tiles
-            zero them instead (:meth:`padded_slots`).
+        buffers: Reused storage for the bands, or None to allocate each (autograd).
+        mask_padded: Whether :meth:`rows` gives padded key slots a -inf bias; without it the
+            tiles zero them instead (:meth:`padded_slots`).
     """
 
     def __init__(
@@ -687,6 +748,7 @@ class _WindowColumns:
         num_heads: int,
         band_rows: int,
         buffers: _TileBuffers | None,
+        mask_padded: bool = True,
     ) -> None:
         batch, feat_h, feat_w, dim = keys.shape
         self.batch, self.feat_h, self.feat_w = batch, feat_h, feat_w
@@ -699,7 +761,7 @@ class _WindowColumns:
         self.values = values.reshape(batch, feat_h * feat_w, values.shape[-1])
         self.key_count = layout.key_count
         self.key_bias = None
-        if layout.key_padding is not None and buffers is None:
+        if layout.key_padding is not None and mask_padded:
             bias = torch.zeros(layout.key_padding.shape, dtype=torch.float32, device=keys.device)
             self.key_bias = bias.masked_fill_(layout.key_padding, float('-inf'))  # (G, K)
         self._padded_slots: dict[tuple[int, int, int], Tensor | None] = {}
@@ -731,8 +793,8 @@ class _WindowColumns:
     def rows(self, start: int, end: int) -> tuple[Tensor, Tensor, Tensor | None]:
         """Keys (heads, B*G, n, head_dim), values (B*G, n, C) and bias of feature rows [start, end).
 
-        The bias, None when nothing is padded or with buffers, is (B*G, n, 1): 0 at real keys,
-        -inf at padded slots, to be added to the (B*G, n, queries) logits.
+        The bias, None when nothing is padded or padding is not masked, is (B*G, n, 1): 0 at
+        real keys, -inf at padded slots, to be added to the (B*G, n, queries) logits.
         """
         if not (self.band[0] <= start and end <= self.band[1]):
             self._gather_band(start)
