@@ -40,9 +40,9 @@ import sys
 import time
 from typing import Any
 
+from anyup_plugin.core.window_attention import ATTENTION_KERNELS
+
 METHODS = ('anyup', 'bilinear', 'dense_reference', 'multi_map', 'published')
-#: Methods whose attention is one dense (queries x feature tokens) product.
-DENSE_METHODS = ('dense_reference', 'published')
 AUTOCAST_DTYPES = {'none': None, 'bf16': 'bfloat16', 'fp16': 'float16'}
 DEFAULT_METHODS = ('anyup', 'bilinear', 'dense_reference')
 
@@ -154,7 +154,7 @@ def _worker(args: argparse.Namespace) -> None:
     image = torch.randn(1, 3, size, size, device=device)
     features = torch.randn(1, channels, h, h, device=device)
     maps = [torch.randn_like(features) for _ in range(args.maps)]
-    model = AnyUp().to(device).eval()
+    model = AnyUp(attention_kernel=args.attention_kernel).to(device).eval()
 
     published = None
     if args.method == 'anyup':
@@ -224,6 +224,7 @@ def _worker(args: argparse.Namespace) -> None:
         if device.type == 'cuda':
             result['peak_cuda_mb'] = torch.cuda.max_memory_allocated() / 2**20
             result['cuda_before_forward_mb'] = base_cuda
+        result['attention_kernel'] = args.attention_kernel
         if args.autocast != 'none':
             result['autocast'] = args.autocast
         if published is not None:
@@ -346,6 +347,12 @@ def main() -> None:
         help='run every method under autocast to this dtype',
     )
     parser.add_argument(
+        '--attention-kernel',
+        choices=ATTENTION_KERNELS,
+        default='matmul',
+        help="AnyUp's attention_kernel (see anyup_plugin.core.window_attention)",
+    )
+    parser.add_argument(
         '--published-repo',
         default=None,
         metavar='DIR',
@@ -416,7 +423,7 @@ def main() -> None:
                     f'--device={args.device}',
                     f'--maps={args.maps}',
                 ]
-                + [f'--autocast={args.autocast}']
+                + [f'--autocast={args.autocast}', f'--attention-kernel={args.attention_kernel}']
                 + ([f'--published-repo={args.published_repo}'] if method == 'published' else [])
                 + (['--published-natten'] if args.published_natten else [])
                 + (
@@ -490,6 +497,9 @@ def _print_table(results: list[dict], rate: float, args: argparse.Namespace) -> 
                 f'published code{variant} (differs from anyup by '
                 f'{r["relative_difference_to_anyup"]:.1e} of its largest value)'
             )
+        kernel = r.get('attention_kernel', 'matmul')
+        if kernel != 'matmul' and r['method'] in ('anyup', 'multi_map'):
+            method += f', {kernel} attention'
         if 'autocast' in r:
             method += f', {r["autocast"]} autocast'
         rows.append(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -50,15 +51,45 @@ def test_small_run_reports_every_method(tmp_path):
         assert r['matmul_gflops'] > 0
 
 
-def test_dense_reference_is_skipped_where_it_would_not_fit():
+def _benchmark_module():
     sys.path.insert(0, str(REPO / 'tools'))
     try:
         import benchmark
     finally:
         sys.path.pop(0)
+    return benchmark
+
+
+def test_rows_name_the_attention_kernel_and_have_no_floor_under_autocast(capsys):
+    benchmark = _benchmark_module()
+    row = {'size': 28, 'median_s': 0.5, 'peak_rss_mb': 2048.0, 'rss_before_forward_mb': 1024.0}
+    results = [
+        {**row, 'method': 'anyup', 'attention_kernel': 'sdpa', 'matmul_gflops': 100.0},
+        {**row, 'method': 'anyup', 'attention_kernel': 'sdpa', 'autocast': 'bf16'},
+        {**row, 'method': 'bilinear', 'attention_kernel': 'sdpa'},
+    ]
+    args = argparse.Namespace(device='cpu', channels=8, markdown=True)
+    benchmark._print_table(results, 100.0, args)
+    rows = [line.split('|') for line in capsys.readouterr().out.splitlines()[2:]]
+    assert [r[3].strip() for r in rows] == [
+        'anyup, sdpa attention',
+        'anyup, sdpa attention, bf16 autocast',
+        'bilinear',
+    ]
+    gflop = benchmark.anyup_gflop(28, 8)
+    assert rows[0][9].strip() == f'{0.5 / (gflop / 100.0):.2f}'  # time / floor
+    assert [r[8].strip() + r[9].strip() for r in rows[1:]] == ['', '']
+    assert rows[0][6].strip() == '1.00 GB'  # added by the forward
+
+
+def test_dense_reference_is_skipped_where_it_would_not_fit():
+    benchmark = _benchmark_module()
     # logits, mask and softmax of 4 heads over 448^2 queries x 32^2 tokens, float32
     assert benchmark._estimated_dense_gb(448) == pytest.approx(3 * 4 * 448**2 * 32**2 * 4 / 2**30)
     assert benchmark._estimated_dense_gb(1024) > 16
+    # The published code's q_chunk_size: one chunk's copies plus the whole boolean mask.
+    chunked = benchmark._estimated_dense_gb(1024, query_chunk=4096)
+    assert chunked == pytest.approx((3 * 4 * 4096 * 73**2 * 4 + 1024**2 * 73**2) / 2**30)
 
 
 _STUB_HUBCONF = '''
@@ -107,6 +138,7 @@ def test_published_code_gets_the_same_weights_and_its_difference_is_reported(tmp
     # Freshly initialised weights of its own would differ by far more than the shift.
     assert published['relative_difference_to_anyup'] == pytest.approx(1e-3, rel=1e-3)
     rows = [line.split('|') for line in proc.stdout.splitlines() if line.startswith('| 28x28')]
+    assert rows[0][3].strip() == 'anyup, bf16 autocast'
     assert rows[1][3].strip() == (
         'published code, q_chunk_size 1000 (differs from anyup by 1.0e-03 of its largest '
         'value), bf16 autocast'
