@@ -80,3 +80,20 @@ def test_compile_fullgraph_matches_eager(model, eager):
 def test_save_export_rejects_an_unknown_suffix(model, tmp_path):
     with pytest.raises(ValueError, match=r'must end in one of \.onnx, \.pt2'):
         save_export(model, tmp_path / 'anyup.bin', IMAGE, MAPS)
+
+
+@pytest.mark.slow
+def test_sdpa_attention_kernel_exports_and_matches_eager(model, tmp_path):
+    """The fused-attention variant (for accelerators) traces as well: torch.export and ONNX."""
+    ort = pytest.importorskip('onnxruntime', reason='needs the export extra (onnxruntime)')
+    pytest.importorskip('onnxscript', reason='needs the export extra (onnxscript)')
+    fused = AnyUp(qk_dim=32, num_heads=4, attention_kernel='sdpa').eval()
+    fused.load_state_dict(model.state_dict())
+    inputs = example_inputs(IMAGE, MAPS)
+    with torch.no_grad():
+        expected = FixedSizeAnyUp(fused, SIZES)(*inputs)
+    _assert_close(export_program(fused, IMAGE, MAPS, SIZES).module()(*inputs), expected)
+    path = save_export(fused, tmp_path / 'fused.onnx', IMAGE, MAPS, SIZES, optimize=False)
+    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    names = [i.name for i in session.get_inputs()]
+    _assert_close(session.run(None, {n: x.numpy() for n, x in zip(names, inputs)}), expected)
