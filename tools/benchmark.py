@@ -40,7 +40,7 @@ import sys
 import time
 from typing import Any
 
-from anyup_plugin.core.window_attention import ATTENTION_KERNELS
+from anyup_plugin.core import ATTENTION_KERNELS
 
 METHODS = ('anyup', 'bilinear', 'dense_reference', 'multi_map', 'published')
 AUTOCAST_DTYPES = {'none': None, 'bf16': 'bfloat16', 'fp16': 'float16'}

@@ -5,9 +5,10 @@ from .encoder import FrozenTimmEncoder
 from .input_norm import ToImageNetNorm
 from .reference import dense_window_attention_reference, reference_upsample
 from .upsampler import UPSAMPLER_METHODS, FeatureUpsampler, build_anyup, stride_output_size
-from .window_attention import QueryBands, windowed_attention
+from .window_attention import ATTENTION_KERNELS, QueryBands, windowed_attention
 
 __all__ = [
+    'ATTENTION_KERNELS',
     'PUBLISHED_CHECKPOINTS',
     'UPSAMPLER_METHODS',
     'AnyUp',

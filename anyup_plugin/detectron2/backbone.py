@@ -12,8 +12,13 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from torch import Tensor
 
+from anyup_plugin.core import (
+    ATTENTION_KERNELS,
+    UPSAMPLER_METHODS,
+    FeatureUpsampler,
+    stride_output_size,
+)
 from anyup_plugin.core.input_norm import ToImageNetNorm
-from anyup_plugin.core.upsampler import UPSAMPLER_METHODS, FeatureUpsampler, stride_output_size
 
 __all__ = ['AnyUpBackbone', 'build_anyup_backbone', 'build_input_norm', 'output_name']
 
@@ -189,9 +194,9 @@ def build_anyup_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> AnyUpBackbone:
 
     Raises:
         ValueError: A 1- or 4-channel input, an unknown ``MODEL.ANYUP.BOTTOM_UP``,
-            ``UPSAMPLER`` or ``INPUT.FORMAT``, a feature the bottom-up backbone does not
-            produce, or a stride that is not a power of two (each message names the key and
-            the allowed values).
+            ``UPSAMPLER``, ``ATTENTION_KERNEL`` or ``INPUT.FORMAT``, a feature the bottom-up
+            backbone does not produce, or a stride that is not a power of two (each message
+            names the key and the allowed values).
     """
     if input_shape.channels not in (None, 3):
         raise ValueError(
@@ -211,6 +216,12 @@ def build_anyup_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> AnyUpBackbone:
         raise ValueError(
             f'MODEL.ANYUP.UPSAMPLER must be one of {UPSAMPLER_METHODS}, got {anyup_cfg.UPSAMPLER!r}'
         )
+    kernel = str(anyup_cfg.ATTENTION_KERNEL)
+    if kernel not in ATTENTION_KERNELS:
+        raise ValueError(
+            f'MODEL.ANYUP.ATTENTION_KERNEL must be one of {ATTENTION_KERNELS}, '
+            f'got {anyup_cfg.ATTENTION_KERNEL!r}'
+        )
     bottom_up = BACKBONE_REGISTRY.get(name)(cfg, input_shape)
     _check_features_and_strides(
         bottom_up.output_shape(), list(anyup_cfg.IN_FEATURES), list(anyup_cfg.STRIDES)
@@ -221,6 +232,7 @@ def build_anyup_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> AnyUpBackbone:
             checkpoint=anyup_cfg.CHECKPOINT or None,
             frozen=anyup_cfg.FROZEN,
             owner='build_anyup_backbone',
+            attention_kernel=kernel,
             **({} if anyup_cfg.WINDOW_RATIO is None else {'window_ratio': anyup_cfg.WINDOW_RATIO}),
         )
     except FileNotFoundError as exc:

@@ -59,6 +59,7 @@ def test_add_anyup_config_defaults_and_yaml_twins():
     assert anyup.BOTTOM_UP == 'build_frozen_timm_backbone' and anyup.UPSAMPLER == 'anyup'
     assert anyup.IN_FEATURES == ['feat0'] and anyup.STRIDES == [1]
     assert anyup.FROZEN and anyup.FREEZE_BOTTOM_UP and anyup.WINDOW_RATIO is None
+    assert anyup.ATTENTION_KERNEL == 'matmul'
     assert cfg.MODEL.TIMM.LAYERS == [-1] and cfg.MODEL.TIMM.APPLY_NORM
     assert cfg.MODEL.TIMM.CHECKPOINT == '' and anyup.CHECKPOINT == ''
     classes = {'ade20k': 151, 'coco_stuff27': 27, 'voc2012': 21}
@@ -258,6 +259,18 @@ def test_unfrozen_bottom_up_gets_gradients_through_frozen_anyup(make_cfg):
     assert grads and all(g is not None for g in grads)
 
 
+def test_attention_kernel_reaches_anyup_and_changes_nothing(make_cfg):
+    outputs = []
+    for kernel in ('matmul', 'sdpa'):
+        torch.manual_seed(0)  # the same random weights for both
+        backbone = build_backbone(make_cfg('anyup', 'MODEL.ANYUP.ATTENTION_KERNEL', kernel))
+        assert backbone.upsampler.anyup.attention_kernel == kernel
+        torch.manual_seed(1)
+        with torch.no_grad():
+            outputs.append(backbone.eval()(torch.randn(1, 3, TINY, TINY))['feat0_s1'])
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize('upsampler', ['anyup', 'bilinear'])
 def test_image_guides_the_upsampler(make_cfg, upsampler):
     backbone = build_backbone(make_cfg(upsampler)).eval()
@@ -294,6 +307,8 @@ def test_model_receives_pixels_in_input_format(make_cfg):
          ['MODEL.TIMM', 'not a timm model', 'vit_small_patch14_dinov2']),
         (['MODEL.ANYUP.UPSAMPLER', 'nearest'], ValueError,
          ['MODEL.ANYUP.UPSAMPLER', "'anyup', 'bilinear'"]),
+        (['MODEL.ANYUP.ATTENTION_KERNEL', 'flash'], ValueError,
+         ['MODEL.ANYUP.ATTENTION_KERNEL', "'matmul', 'sdpa'", "'flash'"]),
         (['MODEL.ANYUP.STRIDES', [3]], ValueError,
          ['MODEL.ANYUP.STRIDES', 'powers of two', '[1, 2, 4, 8]']),
         (['MODEL.ANYUP.STRIDES', [16]], ValueError,

@@ -61,6 +61,18 @@ def test_anyup_neck_without_image_names_the_segmentor():
     assert tuple(BilinearNeck(scale_factor=14)(feats)[0].shape[-2:]) == (56, 70)
 
 
+def test_attention_kernel_is_passed_to_anyup_and_changes_nothing():
+    feats, image = _inputs()
+    necks = []
+    for kernel in ('matmul', 'sdpa'):
+        torch.manual_seed(0)  # the same random weights for both
+        necks.append(AnyUpNeck(in_index=[0, 1], attention_kernel=kernel).eval())
+        assert necks[-1].upsampler.anyup.attention_kernel == kernel
+    with torch.no_grad():
+        for a, b in zip(*(neck(feats, image) for neck in necks)):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_anyup_output_is_a_convex_combination_of_inputs():
     feats, image = _inputs(batch=1, channels=3)
     out = AnyUpNeck().eval()(feats, image)[0]
