@@ -491,17 +491,14 @@ def windowed_attention(
                 for g0 in range(0, n_groups, groups_per_tile):
                     groups = slice(g0, min(g0 + groups_per_tile, n_groups))
                     tile = slice(b * n_groups + groups.start, b * n_groups + groups.stop)
-                    fused = kernel == 'sdpa'
                     out = _attend_tile(
                         layout.gather_queries(q_rows[b : b + 1], groups, buffers),
                         k_tile[:, tile],
                         v_tile[tile],
-                        bias[tile] if fused and bias is not None else None,
+                        None if bias is None else bias[tile],
                         query_transform,
                         buffers,
-                        padded_slots=(
-                            None if fused else window_keys.padded_slots(groups, k_end - k_start)
-                        ),
+                        padded_slots=window_keys.padded_slots(groups, k_end - k_start),
                         shift=shift,
                         kernel=kernel,
                     )
@@ -817,9 +814,12 @@ class _WindowColumns:
         """Flat indices of the padded key slots of column groups ``groups`` over ``n_rows`` rows.
 
         They index the (g, n_rows * K) key slots of those groups (group-major, as the tiles lay
-        them out); None when none of the groups is padded. Built from host-side counts, so
-        no device synchronisation is needed.
+        them out); None when none of the groups is padded, or when :meth:`rows` masks them
+        with a bias instead. Built from host-side counts, so no device synchronisation is
+        needed.
         """
+        if self.key_bias is not None:
+            return None
         cache_key = (groups.start, groups.stop, n_rows)
         if cache_key not in self._padded_slots:
             width = self.key_index.shape[1]
