@@ -480,9 +480,8 @@ def _print_table(results: list[dict], rate: float, args: argparse.Namespace) -> 
         shared = stages['encoders'] + stages['query conv']
         macs = shared + maps * (sum(stages.values()) - shared)
         gflop = 2 * macs / 1e9
-        row_rate = r.get('matmul_gflops', rate)
-        # A float32 rate says nothing about a forward under autocast.
-        floor = gflop / row_rate if math.isfinite(row_rate) and 'autocast' not in r else math.nan
+        row_rate = _floor_rate(r, rate)
+        floor = gflop / row_rate if math.isfinite(row_rate) else math.nan
         is_anyup = method != 'bilinear'
         if method == 'multi_map':
             method = (
@@ -520,7 +519,7 @@ def _print_table(results: list[dict], rate: float, args: argparse.Namespace) -> 
         if not r.get('stages'):
             continue
         macs = stage_multiply_adds(r['size'], args.channels)
-        row_rate = r.get('matmul_gflops', rate)
+        row_rate = _floor_rate(r, rate)
         total = sum(st['seconds'] for st in r['stages'].values())
         print(f'\nAnyUp at {r["size"]}x{r["size"]}, stage by stage ({total:.2f} s):')
         stage_rows = []
@@ -539,6 +538,14 @@ def _print_table(results: list[dict], rate: float, args: argparse.Namespace) -> 
             )
         stage_header = ['stage', 'time', 'share', 'GFLOP', 'time / floor', 'peak', 'added']
         _print_rows(stage_header, stage_rows, args.markdown)
+
+
+def _floor_rate(result: dict, rate: float) -> float:
+    """The GFLOP/s a row's floor is taken at: its own measured rate, else the run's; NaN
+    (no floor) under autocast, which a float32 rate says nothing about."""
+    if 'autocast' in result:
+        return math.nan
+    return result.get('matmul_gflops', rate)
 
 
 def _print_rows(header: list[str], rows: list[list[str]], markdown: bool) -> None:

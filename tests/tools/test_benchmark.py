@@ -82,6 +82,22 @@ def test_rows_name_the_attention_kernel_and_have_no_floor_under_autocast(capsys)
     assert rows[0][6].strip() == '1.00 GB'  # added by the forward
 
 
+def test_stage_rows_have_a_floor_only_without_autocast(capsys):
+    benchmark = _benchmark_module()
+    stage = {'seconds': 0.1, 'peak_mb': 1024.0, 'added_mb': 0.0}
+    row = {'size': 28, 'median_s': 0.5, 'peak_rss_mb': 2048.0, 'rss_before_forward_mb': 1024.0}
+    row.update(method='anyup', matmul_gflops=100.0, stages={'encoders': stage})
+    args = argparse.Namespace(device='cpu', channels=8, markdown=True)
+    floors = []
+    for result in (row, {**row, 'autocast': 'bf16'}):
+        benchmark._print_table([result], 100.0, args)
+        stage_row = capsys.readouterr().out.splitlines()[-1].split('|')
+        assert stage_row[1].strip() == 'encoders'
+        floors.append(stage_row[5].strip())
+    macs = benchmark.stage_multiply_adds(28, 8)['encoders']
+    assert floors == [f'{0.1 / (2 * macs / 1e9 / 100.0):.2f}', '']
+
+
 def test_dense_reference_is_skipped_where_it_would_not_fit():
     benchmark = _benchmark_module()
     # logits, mask and softmax of 4 heads over 448^2 queries x 32^2 tokens, float32
