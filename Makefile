@@ -1,6 +1,6 @@
 # Two commands set up a fresh machine on their own:
 #   make demo   - the main job (runs `make setup` first)
-#   make test   - the test suite (runs `make setup` first)
+#   make test   - the test suite (runs `make setup` and, where it can, `make setup-detectron2`)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.setup-done
 MAX_JOBS ?= 2
 
-.PHONY: setup setup-detectron2 test demo lint lint-check benchmark clean-venv
+.PHONY: setup setup-detectron2 try-setup-detectron2 test demo lint lint-check benchmark clean-venv
 
 setup: $(STAMP)
 
@@ -40,8 +40,16 @@ setup-detectron2: setup
 	fi
 	$(PY) -c "import detectron2; print('detectron2', detectron2.__version__)"
 
-# Lint and format checks first (config in pyproject.toml), then the test suite.
-test: setup lint-check
+# What `make test` runs: Detectron2 is one of the project's two frameworks, so its tests should
+# run; when it cannot be installed here (no wheel, no network), the suite still runs and the
+# Detectron2 tests are skipped, each saying why.
+try-setup-detectron2: setup
+	@$(MAKE) --no-print-directory setup-detectron2 \
+		|| echo "detectron2 could not be installed: tests/test_detectron2 will be skipped"
+
+# Detectron2 where it can be installed, lint and format checks (config in pyproject.toml), then
+# the test suite.
+test: setup try-setup-detectron2 lint-check
 	$(PY) -m pytest
 
 lint-check: setup
