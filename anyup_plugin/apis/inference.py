@@ -17,6 +17,8 @@ from anyup_plugin.constants import IMAGENET_MEAN, IMAGENET_STD
 from anyup_plugin.utils.geometry import center_crop_offsets, short_side_size
 from anyup_plugin.utils.io import atomic_write
 
+from .visualization import feature_panel
+
 __all__ = [
     'UpsampledFeatures',
     'image_to_tensor',
@@ -132,8 +134,6 @@ def save_upsampled_features(
             tensors) and ``metadata``'s entries, or None.
         metadata: Plain values stored beside the tensors.
     """
-    from anyup_plugin.utils.visualization import feature_panel
-
     lowres = result.lowres.float().cpu()
     upsampled = result.upsampled.float().cpu()
     image = result.image.float().cpu()

@@ -4,6 +4,9 @@ The usual way to look at dense features is to project them on their first three 
 components and show those as RGB. To compare a low-resolution feature map with its upsampled
 version, both must go through the *same* projection: :func:`joint_pca_rgb` fits the PCA on one
 map (the low-resolution one) and applies it, with the same colour scaling, to all of them.
+
+It lives in ``apis`` (not ``utils``) because it checks its inputs with the core's
+:func:`~anyup_plugin.core.checks.check_feature_map`, and ``utils`` sits below the core.
 """
 
 from __future__ import annotations

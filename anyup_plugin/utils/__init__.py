@@ -1,1 +1,5 @@
-"""Helpers shared by the tools: feature visualisation."""
+"""Helpers below the core: atomic file writes and torchvision's resize/crop arithmetic.
+
+Nothing here imports :mod:`anyup_plugin.core` (the core itself uses :mod:`.io`); the PCA
+visualisation, which checks its inputs with the core's checks, is in :mod:`anyup_plugin.apis`.
+"""

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from anyup_plugin.utils.visualization import (
+from anyup_plugin.apis import (
     compose_panel,
     denormalize_image,
     feature_panel,
