@@ -38,10 +38,15 @@ def test_stride_and_in_index(neck_type):
 
 
 def test_per_level_strides_need_matching_in_index():
-    with pytest.raises(ValueError, match='in_index'):
-        BilinearNeck(output_stride=[2, 4])
+    # known at construction: three selected levels, two strides
+    with pytest.raises(ValueError, match='neck.in_index'):
+        BilinearNeck(in_index=[0, 1, 2], output_stride=[2, 4])
     with pytest.raises(ValueError):
         AnyUpNeck(output_stride=0)
+    # in_index=None: one stride per backbone level, checked against the maps at the forward
+    feats, image = _inputs()
+    out = BilinearNeck(output_stride=[2, 4])(feats, image)
+    assert [tuple(o.shape[-2:]) for o in out] == [(14, 18), (7, 9)]
 
 
 def test_bilinear_neck_is_plain_interpolation():

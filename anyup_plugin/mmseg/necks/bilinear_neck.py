@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 from mmseg.registry import MODELS
@@ -10,8 +11,12 @@ from torch import Tensor
 from anyup_plugin.core.upsampler import FeatureUpsampler
 
 from .image_guided_neck import ImageGuidedNeck
+from .neck_config import check_neck_keys
 
 __all__ = ['BilinearNeck']
+
+# What ``**kwargs`` may hold: the arguments of the shared base.
+_BASE_ARGUMENTS = tuple(inspect.signature(ImageGuidedNeck.__init__).parameters)[1:]
 
 
 @MODELS.register_module()
@@ -32,7 +37,8 @@ class BilinearNeck(ImageGuidedNeck):
             :class:`ImageGuidedNeck`.
 
     Shapes:
-        Each selected (B, C, h, w) map becomes (B, C, ceil(H / s), ceil(W / s)).
+        Each selected (B, C, h, w) map becomes (B, C, ceil(H / s), ceil(W / s)); which levels
+        come out (pyramids, ``[map, cls_token]`` levels): see :class:`ImageGuidedNeck`.
     """
 
     def __init__(
@@ -44,6 +50,7 @@ class BilinearNeck(ImageGuidedNeck):
         output_stride: int | Sequence[int] = 1,
         **kwargs,
     ) -> None:
+        check_neck_keys(type(self).__name__, kwargs, _BASE_ARGUMENTS)
         super().__init__(in_index=in_index, output_stride=output_stride, **kwargs)
         if scale_factor is not None and scale_factor <= 0:
             raise ValueError(f'scale_factor must be positive, got {scale_factor!r}')

@@ -25,7 +25,10 @@ class AnyUpEncoderDecoder(EncoderDecoder):
 
     * :meth:`extract_feat` calls ``neck(features, image)`` for necks that declare
       ``takes_image = True`` (``AnyUpNeck``, ``BilinearNeck``), ``neck(features)`` for any
-      other neck;
+      other neck. A list of necks in the config (``neck=[dict(type='AnyUpNeck', ...),
+      dict(type='FPN', ...)]``, which MMEngine builds into a ``Sequential``) runs in order,
+      each image-guided neck of it getting the image: AnyUp can refine a backbone's maps
+      before a config's own neck;
     * the input is converted to ImageNet normalisation once per forward, from the data
       preprocessor's mean/std, and that image goes to every module that takes ImageNet input
       (those with ``set_input_normalization``: the timm backbone and the necks), unless their
@@ -41,20 +44,30 @@ class AnyUpEncoderDecoder(EncoderDecoder):
         super().__init__(*args, **kwargs)
         self.input_norm: ToImageNetNorm | None = self._imagenet_conversion()
         if self.input_norm is not None:
-            for module in (self.backbone, getattr(self, 'neck', None)):
+            for module in (self.backbone, *self._necks()):
                 if self._takes_imagenet_input(module):
                     module.set_input_normalization(IMAGENET_MEAN_255, IMAGENET_STD_255)
 
     def extract_feat(self, inputs: Tensor) -> list[Tensor]:
-        """Backbone maps of (B, 3, H, W) ``inputs``, through the neck with the image."""
+        """Backbone maps of (B, 3, H, W) ``inputs``, through the neck(s) with the image."""
         image = inputs if self.input_norm is None else self.input_norm(inputs)
         x = self.backbone(image if self._takes_imagenet_input(self.backbone) else inputs)
-        if self.with_neck:
-            if getattr(self.neck, 'takes_image', False):
-                x = self.neck(x, image if self._takes_imagenet_input(self.neck) else inputs)
+        for neck in self._necks():
+            if getattr(neck, 'takes_image', False):
+                x = neck(x, image if self._takes_imagenet_input(neck) else inputs)
             else:
-                x = self.neck(x)
+                x = neck(x)
         return x
+
+    def _necks(self) -> list[nn.Module]:
+        """The necks in the order they run: none, the one neck, or those of a config list."""
+        if not self.with_neck:
+            return []
+        # MMEngine builds a list config into a Sequential, whose own forward would call each
+        # neck with the features only.
+        if isinstance(self.neck, nn.Sequential):
+            return list(self.neck)
+        return [self.neck]
 
     def _takes_imagenet_input(self, module: nn.Module | None) -> bool:
         """Whether ``module`` gets the ImageNet-normalised image this segmentor computes."""
