@@ -12,6 +12,7 @@ from anyup_plugin.core.softmax_bounds import (
     bound_is_free,
     softmax_needs_shift,
 )
+from anyup_plugin.core.window_attention import windowed_attention
 
 
 @pytest.mark.parametrize(
@@ -23,20 +24,33 @@ def test_shift_is_skipped_only_under_a_known_small_bound(bound, needs_shift):
 
 
 def test_unshifted_softmax_at_the_limit_equals_the_shifted_one():
-    """Inputs anywhere in [-limit, limit], many of them: nothing overflows or underflows."""
+    """Logits anywhere in [-limit, limit] through the attention's unshifted softmax: exact.
+
+    One-hot values make the attention output the softmax weights themselves. The bound
+    ``MAX_UNSHIFTED_LOGIT`` tells :func:`windowed_attention` to skip the maximum (that it is
+    taken at its word is checked in test_window_attention.py); the reference is a float64
+    softmax, which cannot overflow here.
+    """
     g = torch.Generator().manual_seed(0)
-    x = (torch.rand(4, 100_000, generator=g) * 2 - 1) * MAX_UNSHIFTED_LOGIT
-    x[:, 0], x[:, 1] = MAX_UNSHIFTED_LOGIT, -MAX_UNSHIFTED_LOGIT
-    # All inputs at the bottom of the range: the case a shift exists for, far below the top.
-    low = torch.full((1, 1000), -MAX_UNSHIFTED_LOGIT)
-    for logits in (x, low):
-        unshifted = logits.exp() / logits.exp().sum(dim=-1, keepdim=True)
-        assert torch.isfinite(unshifted).all()
+    n_keys = 1000
+    spread = (torch.rand(n_keys, generator=g) * 2 - 1) * MAX_UNSHIFTED_LOGIT
+    spread[0], spread[1] = MAX_UNSHIFTED_LOGIT, -MAX_UNSHIFTED_LOGIT
+    # All logits at the bottom of the range: the case a shift exists for, far below the top.
+    low = torch.full((n_keys,), -MAX_UNSHIFTED_LOGIT)
+    values = torch.eye(n_keys).view(1, 1, n_keys, n_keys)
+    # Two queries, +1 and -1: logits k and -k, so both ends of the range are the maximum once.
+    queries = torch.tensor([1.0, -1.0]).view(1, 1, 2, 1)
+    tiny = torch.finfo(torch.float32).tiny
+    for logits in (spread, low):
+        keys = logits.view(1, 1, n_keys, 1)
+        with torch.no_grad():
+            weights = windowed_attention(
+                queries, keys, values, 0.0, 1, logit_bound=MAX_UNSHIFTED_LOGIT
+            )[0, 0]
+        expected = torch.stack([logits, -logits]).double().softmax(dim=-1).float()
+        assert torch.isfinite(weights).all()
         # Equal to rounding; only weights below float32's normal range (1e-38) may differ.
-        tiny = torch.finfo(torch.float32).tiny
-        torch.testing.assert_close(unshifted, logits.softmax(dim=-1), rtol=1e-5, atol=tiny)
-    # Beyond float32's range the shift is what keeps it finite.
-    assert not torch.isfinite(torch.tensor([100.0]).exp()).all()
+        torch.testing.assert_close(weights, expected, rtol=1e-5, atol=tiny)
 
 
 def test_bounds_are_read_only_where_that_is_free():
