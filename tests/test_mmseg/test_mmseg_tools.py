@@ -1,36 +1,13 @@
-"""tools/make_demo_dataset.py, tools/demo.py and tools/benchmark_segmentor.py run end to end."""
+"""tools/make_demo_dataset.py, tools/demo.py and tools/benchmark_segmentor.py run end to end.
+
+The generated dataset itself is checked in tests/test_testing/test_generated_data.py.
+"""
 
 from __future__ import annotations
 
-import json
-
-import numpy as np
 import pytest
 
 pytest.importorskip('mmseg.models', reason='MMSegmentation (with mmcv ops) is not installed')
-
-from PIL import Image
-
-from anyup_plugin.testing import DEMO_CLASSES, write_ade20k_layout_dataset
-
-
-def test_demo_dataset_layout_and_labels(tmp_path):
-    root = write_ade20k_layout_dataset(tmp_path, num_train=3, num_val=2, height=48, width=64)
-    assert root.name == 'ADEChallengeData2016'
-    train = sorted((root / 'images/training').glob('*.jpg'))
-    assert [p.name for p in train] == [f'ADE_train_{i:08d}.jpg' for i in (1, 2, 3)]
-    assert len(list((root / 'annotations/validation').glob('*.png'))) == 2
-    label = np.array(Image.open(root / 'annotations/training/ADE_train_00000001.png'))
-    assert label.shape == (48, 64) and set(np.unique(label)) <= set(DEMO_CLASSES)
-    # same arguments: kept as is; a folder it did not write: refused
-    stamp = train[0].stat().st_mtime_ns
-    write_ade20k_layout_dataset(tmp_path, num_train=3, num_val=2, height=48, width=64)
-    assert train[0].stat().st_mtime_ns == stamp
-    assert json.loads((root / 'anyup_demo_dataset.json').read_text())['num_train'] == 3
-    foreign = tmp_path / 'real' / 'ADEChallengeData2016'
-    foreign.mkdir(parents=True)
-    with pytest.raises(FileExistsError):
-        write_ade20k_layout_dataset(tmp_path / 'real')
 
 
 def test_make_demo_dataset_cli(tmp_path, capsys, load_tool):

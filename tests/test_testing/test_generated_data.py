@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -29,13 +30,21 @@ def test_scene_is_deterministic_and_uses_only_the_demo_classes():
 
 def test_ade20k_layout_dataset(tmp_path):
     root = write_ade20k_layout_dataset(tmp_path, num_train=2, num_val=1, height=32, width=40)
+    assert root.name == 'ADEChallengeData2016'
     images = sorted((root / 'images' / 'training').iterdir())
     labels = sorted((root / 'annotations' / 'training').iterdir())
     assert [p.name for p in images] == ['ADE_train_00000001.jpg', 'ADE_train_00000002.jpg']
     assert [p.stem for p in labels] == [p.stem for p in images]
-    with Image.open(labels[0]) as label:
-        assert label.size == (40, 32)
+    assert len(list((root / 'annotations' / 'validation').glob('*.png'))) == 1
+    label = np.array(Image.open(labels[0]))
+    assert label.shape == (32, 40) and set(np.unique(label).tolist()) <= set(DEMO_CLASSES)
     assert json.loads((root / 'anyup_demo_dataset.json').read_text())['num_val'] == 1
+    # The same arguments again: the files are kept as they are (an old time stamp, so that a
+    # rewrite shows whatever the file system's time resolution).
+    os.utime(images[0], (1, 1))
+    write_ade20k_layout_dataset(tmp_path, num_train=2, num_val=1, height=32, width=40)
+    assert images[0].stat().st_mtime == 1
+    # A folder it did not write (a real ADE20K copy) is refused.
     (tmp_path / 'real' / 'ADEChallengeData2016').mkdir(parents=True)
     with pytest.raises(FileExistsError, match='not a generated demo dataset'):
         write_ade20k_layout_dataset(tmp_path / 'real')
