@@ -17,10 +17,10 @@ PACKAGE = Path(anyup_plugin.__file__).resolve().parent
 # What each part of the package may import from the package (besides itself). The bottom layer
 # (constants, the benchmarks' class names, utils) imports nothing above it; the core only that
 # bottom layer; the adapters and the trainer build on the core; no adapter imports another.
-_BOTTOM = {'constants', 'benchmark_classes', 'utils'}
+_BOTTOM = {'constants', 'class_names', 'utils'}
 ALLOWED: dict[str, set[str]] = {
     'constants': set(),
-    'benchmark_classes': set(),
+    'class_names': set(),
     'utils': {'constants'},
     'core': _BOTTOM,
     'evaluation': _BOTTOM,

@@ -44,7 +44,7 @@ from .datasets import (
 )
 from .linear_probe_head import LinearProbeSemSegHead
 from .solver import EpochCosineParamScheduler, build_probe_lr_scheduler, build_probe_optimizer
-from .timm_backbone import FrozenTimmBackbone, build_frozen_timm_backbone
+from .timm_backbone import FrozenTimmD2Backbone, build_frozen_timm_backbone
 from .trainer import AnyUpSemSegTrainer
 
 __all__ = [
@@ -56,7 +56,7 @@ __all__ = [
     'CenterCrop',
     'CroppedGroundTruthLoader',
     'EpochCosineParamScheduler',
-    'FrozenTimmBackbone',
+    'FrozenTimmD2Backbone',
     'LabelReader',
     'LinearProbeSemSegHead',
     'ProbeDatasetMapper',

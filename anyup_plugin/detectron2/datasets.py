@@ -26,7 +26,7 @@ from detectron2.data.datasets import load_sem_seg
 from detectron2.data.datasets.builtin_meta import ADE20K_SEM_SEG_CATEGORIES
 from detectron2.data.datasets.pascal_voc import CLASS_NAMES as VOC_OBJECT_CLASSES
 
-from anyup_plugin.benchmark_classes import COCO_STUFF27_CLASSES, COCO_STUFF27_FINE_TO_COARSE
+from anyup_plugin.class_names import COCO_STUFF27_CLASSES, COCO_STUFF27_FINE_TO_COARSE
 
 __all__ = [
     'ADE20K151_CLASSES',
@@ -207,7 +207,7 @@ def register_coco_stuff27(
     The images of the curated lists ``curated/{train2017,val2017}/Coco164kFull_Stuff_Coarse.txt``
     (IIC/STEGO, also FeatUp, LoftUp, JAFAR, AnyUp) with the fine ``stuffthingmaps`` labels;
     the metadata's ``label_map``
-    (:data:`~anyup_plugin.benchmark_classes.COCO_STUFF27_FINE_TO_COARSE`) maps them to the 27
+    (:data:`~anyup_plugin.class_names.COCO_STUFF27_FINE_TO_COARSE`) maps them to the 27
     super-categories when they are read, fine labels without a coarse class (and 255) to 255.
     Not Detectron2's or MMSeg's 171-class COCO-Stuff.
 

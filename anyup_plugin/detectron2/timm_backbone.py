@@ -14,11 +14,15 @@ from anyup_plugin.core.input_norm import ToImageNetNorm
 
 from .backbone import build_input_norm
 
-__all__ = ['FrozenTimmBackbone', 'build_frozen_timm_backbone']
+__all__ = ['FrozenTimmD2Backbone', 'build_frozen_timm_backbone']
 
 
-class FrozenTimmBackbone(Backbone):
+class FrozenTimmD2Backbone(Backbone):
     """Any timm model (ViT or CNN), frozen, returning the maps of chosen layers.
+
+    Registered for configs as its builder, ``MODEL.ANYUP.BOTTOM_UP =
+    'build_frozen_timm_backbone'``. MMSegmentation's counterpart is
+    :class:`anyup_plugin.mmseg.FrozenTimmMMSegBackbone`.
 
     The maps of ``encoder.layers`` are named ``'feat0'``, ``'feat1'``, ... in that order, at
     the layer's own stride (the patch size for a ViT, e.g. 14 for DINOv2). The meta-architecture
@@ -63,8 +67,8 @@ def _timm_kwargs(pairs: Any) -> dict[str, Any]:
 
 
 @BACKBONE_REGISTRY.register()
-def build_frozen_timm_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> FrozenTimmBackbone:
-    """Builds :class:`FrozenTimmBackbone` from ``MODEL.TIMM.*``.
+def build_frozen_timm_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> FrozenTimmD2Backbone:
+    """Builds :class:`FrozenTimmD2Backbone` from ``MODEL.TIMM.*``.
 
     Args:
         cfg: Config with :func:`add_anyup_config`'s keys.
@@ -98,4 +102,4 @@ def build_frozen_timm_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> FrozenTi
             f'MODEL.TIMM (NAME {timm_cfg.NAME!r}, LAYERS {list(timm_cfg.LAYERS)}, CHECKPOINT '
             f'{timm_cfg.CHECKPOINT!r}): {exc}'
         ) from exc
-    return FrozenTimmBackbone(encoder, input_norm)
+    return FrozenTimmD2Backbone(encoder, input_norm)

@@ -7,7 +7,8 @@ and transforms in MMSegmentation's registries. Configs load it with::
     default_scope = 'mmseg'
 """
 
-from .backbones import FrozenTimmBackbone
+from .backbones import FrozenTimmBackbone as FrozenTimmBackbone  # deprecated name
+from .backbones import FrozenTimmMMSegBackbone
 from .datasets import (
     ADE20K151Dataset,
     CheckedSegDataset,
@@ -43,7 +44,7 @@ __all__ = [
     'CocoStuff27Dataset',
     'DatasetCheckError',
     'DepthProbeHead',
-    'FrozenTimmBackbone',
+    'FrozenTimmMMSegBackbone',
     'ImageGuidedNeck',
     'LinearProbeHead',
     'LoadNYUAnnotations',

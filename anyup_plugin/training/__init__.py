@@ -5,7 +5,7 @@ Importing this package registers, in the ``'anyup_plugin'`` scope (see :mod:`.re
 - datasets: :class:`ImageFolderDataset`;
 - transforms: :class:`LoadImage`, :class:`ResizeCenterCrop`, :class:`GuidanceAugmentation`,
   :class:`PackAnyUpInputs`;
-- models: :class:`AnyUpTrainer`, :class:`AnyUpDataPreprocessor`, :class:`MultiCrop`,
+- models: :class:`AnyUpDistillationModel`, :class:`AnyUpDataPreprocessor`, :class:`MultiCrop`,
   :class:`Teacher`, and the core's ``AnyUp`` and ``FrozenTimmEncoder``;
 - metrics: :class:`UpsamplingMetric`; hooks: :class:`ExportStudentHook`;
 - sampler and loop: :class:`ResumableInfiniteSampler`, :class:`ResumableIterBasedTrainLoop`.
@@ -22,7 +22,8 @@ from .hooks import ExportStudentHook
 from .loops import ResumableInfiniteSampler, ResumableIterBasedTrainLoop
 from .losses import ReconstructionLoss, cosine_loss_map, minmax_mse_map, reconstruction_loss
 from .metric import UpsamplingMetric
-from .model import AnyUpDataPreprocessor, AnyUpTrainer
+from .model import AnyUpDataPreprocessor, AnyUpDistillationModel
+from .model import AnyUpTrainer as AnyUpTrainer  # deprecated name
 from .multicrop import MultiCrop, MultiCropViews, crop_feature_windows, offsets_from_keys
 from .registry import DATA_SAMPLERS, DATASETS, HOOKS, LOOPS, METRICS, MODELS, SCOPE, TRANSFORMS
 from .teachers import Teacher, TeacherPool, build_teachers
@@ -45,7 +46,7 @@ __all__ = [
     'SCOPE',
     'TRANSFORMS',
     'AnyUpDataPreprocessor',
-    'AnyUpTrainer',
+    'AnyUpDistillationModel',
     'ExportStudentHook',
     'GuidanceAugmentation',
     'ImageFolderDataset',

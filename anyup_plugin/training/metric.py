@@ -15,7 +15,7 @@ __all__ = ['UpsamplingMetric']
 
 @METRICS.register_module()
 class UpsamplingMetric(BaseMetric):
-    """Averages the per-image scores of :meth:`AnyUpTrainer.predict` over the held-out set.
+    """Averages the per-image scores of :meth:`AnyUpDistillationModel.predict` over held-out images.
 
     For every teacher ``t`` it reports ``t/student/loss``, ``t/bilinear/loss`` (the
     reconstruction loss, lower is better), ``t/student/cosine``, ``t/bilinear/cosine`` (mean

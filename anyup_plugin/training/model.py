@@ -39,13 +39,14 @@ from torch import Tensor, nn
 
 from anyup_plugin.constants import IMAGENET_MEAN, IMAGENET_STD
 from anyup_plugin.core import AnyUp
+from anyup_plugin.utils.deprecation import deprecated_alias
 
 from .losses import reconstruction_loss
 from .multicrop import MultiCrop, crop_feature_windows, offsets_from_keys
 from .registry import MODELS, build_model
 from .teachers import Teacher, TeacherPool, build_teachers
 
-__all__ = ['AnyUpDataPreprocessor', 'AnyUpTrainer']
+__all__ = ['AnyUpDataPreprocessor', 'AnyUpDistillationModel']
 
 MODELS.register_module(name='AnyUp', module=AnyUp)
 
@@ -101,8 +102,12 @@ class AnyUpDataPreprocessor(BaseDataPreprocessor):
 
 
 @MODELS.register_module()
-class AnyUpTrainer(BaseModel):
-    """Trains an AnyUp student to upsample the features of frozen teachers.
+class AnyUpDistillationModel(BaseModel):
+    """An AnyUp student and the frozen teachers it learns to upsample: the model MMEngine trains.
+
+    Its ``loss`` mode is one distillation step (see the module docstring), its ``predict``
+    mode the validation scores. Configs name it ``type='AnyUpDistillationModel'``
+    (``'AnyUpTrainer'``, its old name, still builds it and warns).
 
     Args:
         student: The student (an :class:`AnyUp` or its config, e.g.
@@ -181,7 +186,7 @@ class AnyUpTrainer(BaseModel):
         """The frozen teachers (not submodules)."""
         return self._teachers
 
-    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> AnyUpTrainer:
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> AnyUpDistillationModel:
         super()._apply(fn, *args, **kwargs)
         for teacher in self._teachers:
             teacher._apply(fn, *args, **kwargs)
@@ -310,3 +315,10 @@ class AnyUpTrainer(BaseModel):
                     results[i][f'{teacher.name}/{method}/loss'] = loss[i]
                     results[i][f'{teacher.name}/{method}/cosine'] = cosine[i]
         return results
+
+
+#: The name this model had in configs before: ``dict(type='AnyUpTrainer')`` still builds it,
+#: with a ``DeprecationWarning``.
+AnyUpTrainer = MODELS.register_module(
+    name='AnyUpTrainer', module=deprecated_alias(AnyUpDistillationModel, 'AnyUpTrainer')
+)

@@ -7,7 +7,7 @@
 _base_ = ['./_base_/default_runtime.py', './_base_/imagenet_448.py']
 
 model = dict(
-    type='AnyUpTrainer',
+    type='AnyUpDistillationModel',
     student=dict(type='AnyUp', window_ratio=0.1),
     teachers=dict(
         dinov2_s=dict(

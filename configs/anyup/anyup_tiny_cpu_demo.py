@@ -11,7 +11,7 @@ data_root = 'data/anyup_demo'
 data_hint = 'run `python tools/make_demo_images.py` (it writes data/anyup_demo)'
 
 model = dict(
-    type='AnyUpTrainer',
+    type='AnyUpDistillationModel',
     student=dict(type='AnyUp', window_ratio=0.1, qk_dim=32),
     teachers=dict(
         tiny_vit=dict(

@@ -26,7 +26,7 @@ from anyup_plugin.detectron2 import (
     AnyUpBackbone,
     AnyUpSemSegTrainer,
     EpochCosineParamScheduler,
-    FrozenTimmBackbone,
+    FrozenTimmD2Backbone,
     LinearProbeSemSegHead,
     add_anyup_config,
 )
@@ -103,7 +103,7 @@ def test_every_config_builds_offline_with_random_weights(config, no_network):
         assert type(backbone.bottom_up).__name__ == 'ResNet'
         assert [shapes[f'res{i}_s4'].channels for i in (2, 3, 4, 5)] == [256, 512, 1024, 2048]
     else:
-        assert isinstance(backbone.bottom_up, FrozenTimmBackbone)
+        assert isinstance(backbone.bottom_up, FrozenTimmD2Backbone)
         assert backbone.bottom_up.size_divisibility == 14
         assert all(s.channels == 384 for s in shapes.values())  # ViT-S
     assert backbone.size_divisibility % max(cfg.MODEL.ANYUP.STRIDES) == 0

@@ -26,7 +26,7 @@ from d2_tiny import (
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
-from anyup_plugin.benchmark_classes import COCO_STUFF27_CLASSES
+from anyup_plugin.class_names import COCO_STUFF27_CLASSES
 from anyup_plugin.detectron2 import (
     ADE20K151_CLASSES,
     VOC2012_CLASSES,

@@ -1,19 +1,21 @@
-"""FrozenTimmBackbone: outputs, freezing, eval mode, partial unfreezing, weights."""
+"""FrozenTimmMMSegBackbone: outputs, freezing, eval mode, partial unfreezing, weights."""
 
 from __future__ import annotations
+
+import warnings
 
 import pytest
 import torch
 
 pytest.importorskip('mmseg.models', reason='MMSegmentation (with mmcv ops) is not installed')
 
-from anyup_plugin.mmseg.backbones import FrozenTimmBackbone
+from anyup_plugin.mmseg.backbones import FrozenTimmMMSegBackbone
 
 TINY_VIT = dict(model_name='vit_small_patch14_dinov2', depth=2)
 
 
 def test_outputs_and_frozen_state():
-    backbone = FrozenTimmBackbone(**TINY_VIT, layers=[0, 1])
+    backbone = FrozenTimmMMSegBackbone(**TINY_VIT, layers=[0, 1])
     out = backbone(torch.randn(2, 3, 56, 70))
     assert isinstance(out, tuple)
     assert [tuple(o.shape) for o in out] == [(2, 384, 4, 5)] * 2
@@ -25,12 +27,12 @@ def test_outputs_and_frozen_state():
 
 
 def test_pads_sizes_that_are_not_multiples_of_the_patch():
-    out = FrozenTimmBackbone(**TINY_VIT)(torch.randn(1, 3, 57, 40))
+    out = FrozenTimmMMSegBackbone(**TINY_VIT)(torch.randn(1, 3, 57, 40))
     assert tuple(out[0].shape) == (1, 384, 5, 3)  # ceil(57 / 14), ceil(40 / 14)
 
 
 def test_trainable_last_blocks_get_gradients():
-    backbone = FrozenTimmBackbone(**TINY_VIT, trainable_blocks=1)
+    backbone = FrozenTimmMMSegBackbone(**TINY_VIT, trainable_blocks=1)
     trainable = {n for n, p in backbone.named_parameters() if p.requires_grad}
     assert trainable and all(n.startswith(('encoder.model.blocks.1.', 'encoder.model.norm.'))
                              for n in trainable)  # fmt: skip
@@ -39,32 +41,32 @@ def test_trainable_last_blocks_get_gradients():
     for name, param in backbone.named_parameters():
         assert (param.grad is not None) == (name in trainable), name
     with pytest.raises(ValueError, match='at most 2'):
-        FrozenTimmBackbone(**TINY_VIT, trainable_blocks=3)
+        FrozenTimmMMSegBackbone(**TINY_VIT, trainable_blocks=3)
 
 
 def test_unknown_model_lists_close_matches():
     with pytest.raises(ValueError, match='vit_small_patch14_dinov2'):
-        FrozenTimmBackbone(model_name='vit_small_patch14_dinov3_typo')
+        FrozenTimmMMSegBackbone(model_name='vit_small_patch14_dinov3_typo')
 
 
 def test_missing_checkpoint_says_where_to_get_it(tmp_path):
     with pytest.raises(FileNotFoundError, match='huggingface.co/timm'):
-        FrozenTimmBackbone(**TINY_VIT, checkpoint=str(tmp_path / 'model.safetensors'))
+        FrozenTimmMMSegBackbone(**TINY_VIT, checkpoint=str(tmp_path / 'model.safetensors'))
 
 
 def test_local_checkpoint_loads_and_survives_init_weights(tmp_path):
-    source = FrozenTimmBackbone(**TINY_VIT)
+    source = FrozenTimmMMSegBackbone(**TINY_VIT)
     path = tmp_path / 'vit.pth'
     torch.save(source.encoder.model.state_dict(), path)
     torch.manual_seed(123)
-    loaded = FrozenTimmBackbone(**TINY_VIT, checkpoint=str(path))
+    loaded = FrozenTimmMMSegBackbone(**TINY_VIT, checkpoint=str(path))
     loaded.init_weights()  # what the runner calls: must not re-initialise the timm model
     for key, value in source.encoder.model.state_dict().items():
         torch.testing.assert_close(loaded.encoder.model.state_dict()[key], value)
 
 
 def test_input_normalisation_is_undone():
-    backbone = FrozenTimmBackbone(**TINY_VIT).eval()
+    backbone = FrozenTimmMMSegBackbone(**TINY_VIT).eval()
     torch.manual_seed(0)
     pixels = torch.rand(1, 3, 28, 28) * 255
     imagenet_mean = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
@@ -72,3 +74,20 @@ def test_input_normalisation_is_undone():
     reference = backbone((pixels - imagenet_mean) / imagenet_std)[0]
     backbone.set_input_normalization([0, 0, 0], [255, 255, 255])
     torch.testing.assert_close(backbone(pixels / 255)[0], reference, rtol=1e-4, atol=1e-4)
+
+
+def test_old_config_name_builds_the_backbone_and_warns_once():
+    from mmseg.registry import MODELS
+
+    with pytest.warns(DeprecationWarning) as record:
+        backbone = MODELS.build(dict(type='FrozenTimmBackbone', **TINY_VIT, layers=[0]))
+    messages = [str(w.message) for w in record if w.category is DeprecationWarning]
+    assert messages == [
+        'FrozenTimmBackbone was renamed FrozenTimmMMSegBackbone; the old name is deprecated and '
+        'will be removed: write FrozenTimmMMSegBackbone (same arguments)'
+    ]
+    assert isinstance(backbone, FrozenTimmMMSegBackbone)
+    assert backbone.out_channels == [384]
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', DeprecationWarning)
+        MODELS.build(dict(type='FrozenTimmMMSegBackbone', **TINY_VIT))  # the new name: silent

@@ -29,7 +29,7 @@ def _model_cfg(segmentor='AnyUpEncoderDecoder', neck=None, mean=None, std=None):
             bgr_to_rgb=True,
             seg_pad_val=255,
         ),
-        backbone=dict(type='FrozenTimmBackbone', model_name='vit_small_patch14_dinov2', depth=2),
+        backbone=dict(type='FrozenTimmMMSegBackbone', model_name='vit_small_patch14_dinov2', depth=2),
         neck=neck if neck is not None else dict(type='AnyUpNeck'),
         decode_head=dict(type='LinearProbeHead', in_channels=384, num_classes=5),
         test_cfg=dict(mode='whole'),

@@ -84,7 +84,7 @@ def _estimator(kind: str, neck: dict) -> torch.nn.Module:
         type='AnyUpDepthEstimator' if kind == 'depth' else 'AnyUpNormalEstimator',
         data_preprocessor=dict(type='SegDataPreProcessor', mean=[123.675, 116.28, 103.53],
                                std=[58.395, 57.12, 57.375], bgr_to_rgb=True, size_divisor=1),
-        backbone=dict(type='FrozenTimmBackbone', model_name='vit_small_patch14_dinov2',
+        backbone=dict(type='FrozenTimmMMSegBackbone', model_name='vit_small_patch14_dinov2',
                       pretrained=False, depth=1, embed_dim=32, num_heads=2, img_size=28),
         neck=neck,
         decode_head=head,

@@ -12,7 +12,7 @@ pytest.importorskip('mmengine', reason='the AnyUp trainer is built on MMEngine')
 
 from anyup_plugin.core import AnyUp
 from anyup_plugin.training import (
-    AnyUpTrainer,
+    AnyUpDistillationModel,
     MultiCrop,
     Teacher,
     crop_feature_windows,
@@ -64,7 +64,7 @@ def _hand_terms(pred, target):
 @pytest.fixture
 def tiny_trainer(patch_encoder):
     torch.manual_seed(0)
-    return AnyUpTrainer(
+    return AnyUpDistillationModel(
         student=AnyUp(qk_dim=32),
         teachers=Teacher(patch_encoder(patch_size=8, channels=12), name='patch8'),
         multi_crop=MultiCrop(input_size=32, crop_size=32, num_crops=2),
@@ -154,7 +154,7 @@ def test_zero_weight_skips_term_and_weights_scale(tiny_trainer):
 
 def test_unknown_loss_weight_is_refused(patch_encoder):
     with pytest.raises(ValueError, match='unknown loss weights'):
-        AnyUpTrainer(
+        AnyUpDistillationModel(
             student=AnyUp(qk_dim=32),
             teachers=Teacher(patch_encoder()),
             multi_crop=MultiCrop(32, 32, 1),

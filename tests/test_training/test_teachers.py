@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 
 import pytest
@@ -11,12 +12,13 @@ pytest.importorskip('mmengine', reason='the AnyUp trainer is built on MMEngine')
 
 from anyup_plugin.core import AnyUp
 from anyup_plugin.training import (
-    AnyUpTrainer,
+    AnyUpDistillationModel,
     MultiCrop,
     Teacher,
     TeacherPool,
     build_teachers,
 )
+from anyup_plugin.training.registry import build_model
 
 
 def test_pool_groups_by_patch_size(patch_encoder):
@@ -64,7 +66,7 @@ def test_build_teachers_from_configs():
 
 def test_teacher_whose_patch_does_not_divide_the_crop_fails_at_start(patch_encoder):
     with pytest.raises(ValueError, match="teacher 'p16' has patch size 16.*crop size 56"):
-        AnyUpTrainer(
+        AnyUpDistillationModel(
             student=AnyUp(qk_dim=32),
             teachers=[Teacher(patch_encoder(8), name='p8'), Teacher(patch_encoder(16), name='p16')],
             multi_crop=MultiCrop(input_size=56, crop_size=56, num_crops=4),
@@ -73,7 +75,7 @@ def test_teacher_whose_patch_does_not_divide_the_crop_fails_at_start(patch_encod
 
 
 def test_teachers_are_not_trained_saved_or_optimised(patch_encoder):
-    model = AnyUpTrainer(
+    model = AnyUpDistillationModel(
         student=AnyUp(qk_dim=32),
         teachers=Teacher(patch_encoder(8), name='p8'),
         multi_crop=MultiCrop(32, 32, 2),
@@ -90,3 +92,25 @@ def test_teachers_are_not_trained_saved_or_optimised(patch_encoder):
         'cross_decode.cross_attn.attention.out_proj.weight',
         'cross_decode.cross_attn.attention.out_proj.bias',
     ]
+
+
+def test_old_config_name_builds_the_distillation_model_and_warns_once(patch_encoder):
+    cfg = dict(
+        student=dict(type='AnyUp', qk_dim=32),
+        teachers=Teacher(patch_encoder(8), name='p8'),
+        multi_crop=dict(type='MultiCrop', input_size=32, crop_size=32, num_crops=2),
+    )
+    with pytest.warns(DeprecationWarning) as record:
+        model = build_model(dict(type='AnyUpTrainer', **cfg))
+    messages = [str(w.message) for w in record if w.category is DeprecationWarning]
+    assert messages == [
+        'AnyUpTrainer was renamed AnyUpDistillationModel; the old name is deprecated and will '
+        'be removed: write AnyUpDistillationModel (same arguments)'
+    ]
+    assert isinstance(model, AnyUpDistillationModel)
+    assert model.student.qk_dim == 32 and model.teachers[0].name == 'p8'
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', DeprecationWarning)
+        assert isinstance(
+            build_model(dict(type='AnyUpDistillationModel', **cfg)), AnyUpDistillationModel
+        )

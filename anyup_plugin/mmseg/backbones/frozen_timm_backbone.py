@@ -14,13 +14,18 @@ from torch import Tensor
 
 from anyup_plugin.core.encoder import FrozenTimmEncoder
 from anyup_plugin.core.input_norm import ToImageNetNorm
+from anyup_plugin.utils.deprecation import deprecated_alias
 
-__all__ = ['FrozenTimmBackbone']
+__all__ = ['FrozenTimmMMSegBackbone']
 
 
 @MODELS.register_module()
-class FrozenTimmBackbone(BaseModule):
+class FrozenTimmMMSegBackbone(BaseModule):
     """A timm model's dense features, frozen, as an MMSeg backbone.
+
+    Configs name it ``type='FrozenTimmMMSegBackbone'`` (``'FrozenTimmBackbone'``, its old name,
+    still builds it and warns). Detectron2's counterpart is
+    :class:`anyup_plugin.detectron2.FrozenTimmD2Backbone`.
 
     Wraps :class:`anyup_plugin.core.encoder.FrozenTimmEncoder`: any timm model name, the
     chosen layers (ViT blocks or CNN stages), prefix tokens dropped, the model's final norm
@@ -117,7 +122,7 @@ class FrozenTimmBackbone(BaseModule):
             model.norm.requires_grad_(True)
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         print_log(
-            f'FrozenTimmBackbone: training blocks {last - num + 1}..{last} '
+            f'FrozenTimmMMSegBackbone: training blocks {last - num + 1}..{last} '
             f'({trainable / 1e6:.2f} M parameters)',
             logger='current',
         )
@@ -143,3 +148,11 @@ class FrozenTimmBackbone(BaseModule):
             # do not require grad).
             return tuple(self.encoder.extract_features(x))
         return tuple(self.encoder(x))
+
+
+#: The name this backbone had in configs before: ``dict(type='FrozenTimmBackbone')`` still
+#: builds it, with a ``DeprecationWarning``.
+FrozenTimmBackbone = MODELS.register_module(
+    name='FrozenTimmBackbone',
+    module=deprecated_alias(FrozenTimmMMSegBackbone, 'FrozenTimmBackbone'),
+)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mmseg.registry import DATASETS
 
-from anyup_plugin.benchmark_classes import (
+from anyup_plugin.class_names import (
     COCO_STUFF27_CLASSES,
     COCO_STUFF27_FINE_TO_COARSE,
     COCO_STUFF_NUM_FINE_LABELS,
