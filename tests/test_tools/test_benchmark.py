@@ -60,13 +60,22 @@ def _benchmark_module():
     return benchmark
 
 
-def test_rows_name_the_attention_kernel_and_have_no_floor_under_autocast(capsys):
+# Multiply-adds per stage that stand in for AnyUp's count (checked in test_layers.py), so that
+# the table's floors can be worked out by hand: 25e9 multiply-adds are 50 GFLOP, at 100 GFLOP/s
+# a floor of 0.5 s; the encoders' 10e9 are 20 GFLOP, a floor of 0.2 s.
+_STAGE_MACS = {'encoders': 10e9, 'query conv': 5e9, 'attention': 10e9}
+
+
+def test_rows_name_the_attention_kernel_and_have_no_floor_under_autocast(capsys, monkeypatch):
     benchmark = _benchmark_module()
+    monkeypatch.setattr(benchmark, 'stage_multiply_adds', lambda size, channels: _STAGE_MACS)
     row = {'size': 28, 'median_s': 0.5, 'peak_rss_mb': 2048.0, 'rss_before_forward_mb': 1024.0}
     results = [
-        {**row, 'method': 'anyup', 'attention_kernel': 'sdpa', 'matmul_gflops': 100.0},
+        # Its own rate, 200 GFLOP/s, wins over the run's 100: floor 0.25 s, time / floor 2.
+        {**row, 'method': 'anyup', 'attention_kernel': 'sdpa', 'matmul_gflops': 200.0},
         {**row, 'method': 'anyup', 'attention_kernel': 'sdpa', 'autocast': 'bf16'},
         {**row, 'method': 'bilinear', 'attention_kernel': 'sdpa'},
+        {**row, 'method': 'anyup'},  # the run's rate: floor 0.5 s, time / floor 1
     ]
     args = argparse.Namespace(device='cpu', channels=8, markdown=True)
     benchmark._print_table(results, 100.0, args)
@@ -75,15 +84,21 @@ def test_rows_name_the_attention_kernel_and_have_no_floor_under_autocast(capsys)
         'anyup, sdpa attention',
         'anyup, sdpa attention, bf16 autocast',
         'bilinear',
+        'anyup',
     ]
-    gflop = benchmark.anyup_gflop(28, 8)
-    assert rows[0][9].strip() == f'{0.5 / (gflop / 100.0):.2f}'  # time / floor
-    assert [r[8].strip() + r[9].strip() for r in rows[1:]] == ['', '']
+    assert [r[7].strip() for r in rows] == ['50', '50', '', '50']  # AnyUp GFLOP
+    assert [(r[8].strip(), r[9].strip()) for r in rows] == [
+        ('0.25 s', '2.00'),
+        ('', ''),  # no float32 floor under autocast
+        ('', ''),  # bilinear has no AnyUp floor
+        ('0.50 s', '1.00'),
+    ]
     assert rows[0][6].strip() == '1.00 GB'  # added by the forward
 
 
-def test_stage_rows_have_a_floor_only_without_autocast(capsys):
+def test_stage_rows_have_a_floor_only_without_autocast(capsys, monkeypatch):
     benchmark = _benchmark_module()
+    monkeypatch.setattr(benchmark, 'stage_multiply_adds', lambda size, channels: _STAGE_MACS)
     stage = {'seconds': 0.1, 'peak_mb': 1024.0, 'added_mb': 0.0}
     row = {'size': 28, 'median_s': 0.5, 'peak_rss_mb': 2048.0, 'rss_before_forward_mb': 1024.0}
     row.update(method='anyup', matmul_gflops=100.0, stages={'encoders': stage})
@@ -93,19 +108,43 @@ def test_stage_rows_have_a_floor_only_without_autocast(capsys):
         benchmark._print_table([result], 100.0, args)
         stage_row = capsys.readouterr().out.splitlines()[-1].split('|')
         assert stage_row[1].strip() == 'encoders'
+        assert stage_row[4].strip() == '20.0'  # GFLOP
         floors.append(stage_row[5].strip())
-    macs = benchmark.stage_multiply_adds(28, 8)['encoders']
-    assert floors == [f'{0.1 / (2 * macs / 1e9 / 100.0):.2f}', '']
+    # 0.1 s against the encoders' floor of 0.2 s.
+    assert floors == ['0.50', '']
 
 
-def test_dense_reference_is_skipped_where_it_would_not_fit():
+def test_dense_reference_is_skipped_where_it_would_not_fit(monkeypatch, capsys):
+    """Estimates worked by hand; a method over --dense-limit-gb is reported, never run."""
     benchmark = _benchmark_module()
-    # logits, mask and softmax of 4 heads over 448^2 queries x 32^2 tokens, float32
-    assert benchmark._estimated_dense_gb(448) == pytest.approx(3 * 4 * 448**2 * 32**2 * 4 / 2**30)
-    assert benchmark._estimated_dense_gb(1024) > 16
-    # The published code's q_chunk_size: one chunk's copies plus the whole boolean mask.
+    # 448 px: 32x32 tokens; 3 copies x 4 heads x 448^2 queries x 32^2 keys x 4 bytes
+    # = 3 * 4 * 4 * 2^12 * 49 * 2^10 B = 147 * 2^26 B = 147 / 16 GiB.
+    assert benchmark._estimated_dense_gb(448) == pytest.approx(9.1875)
+    # 224 px: 16x16 tokens, a quarter of the queries and a quarter of the keys.
+    assert benchmark._estimated_dense_gb(224) == pytest.approx(9.1875 / 16)
+    # 1024 px, 73x73 tokens, in chunks of 4096 queries: 3 * 4 * 4096 * 73^2 * 4 B for one
+    # chunk and 1024^2 * 73^2 B of mask = 73^2 * (3 * 2^16 + 2^20) B = 73^2 * 19 / 2^14 GiB.
     chunked = benchmark._estimated_dense_gb(1024, query_chunk=4096)
-    assert chunked == pytest.approx((3 * 4 * 4096 * 73**2 * 4 + 1024**2 * 73**2) / 2**30)
+    assert chunked == pytest.approx(73**2 * 19 / 2**14)
+
+    runs = []
+
+    def fake_worker(cmd, **kwargs):
+        runs.append(cmd)
+        result = {'method': 'dense_reference', 'size': 224, 'median_s': 0.1,
+                  'peak_rss_mb': 2.0, 'rss_before_forward_mb': 1.0}  # fmt: skip
+        return subprocess.CompletedProcess(cmd, 0, stdout=json.dumps(result) + '\n', stderr='')
+
+    monkeypatch.setattr(benchmark.subprocess, 'run', fake_worker)
+    monkeypatch.setattr(benchmark, 'matmul_gflops', lambda threads=None: 100.0)
+    monkeypatch.setattr(benchmark, 'stage_multiply_adds', lambda size, channels: _STAGE_MACS)
+    argv = ['benchmark.py', '--methods', 'dense_reference', '--sizes', '224', '448', '--markdown']
+    monkeypatch.setattr(sys, 'argv', [*argv, '--dense-limit-gb', '9'])
+    benchmark.main()
+    assert len(runs) == 1 and '--size=224' in runs[0]  # 0.57 GiB runs, 9.19 GiB does not
+    assert '| 448x448 | 32x32 | dense_reference | needs ~9 GB for attention |' in (
+        capsys.readouterr().out
+    )
 
 
 _STUB_HUBCONF = '''
