@@ -303,3 +303,59 @@ def test_examples_are_thin_configs_on_the_installed_package():
         assert scope == 'mmseg' and Path(resolved).resolve() == (MIM_CONFIGS / base).resolve()
         assert 'python tools/train.py configs/mmseg/model_zoo/' in text
         assert "custom_imports = dict(imports=['anyup_plugin.mmseg']" in text
+
+
+# --- what a user is told when a family cannot work as written ----------------------------------
+
+
+def test_neck_merged_into_a_config_neck_says_what_to_write(tmp_path):
+    # sem_fpn has an FPN neck: MMEngine merges the AnyUpNeck dict into it
+    cfg = _user_config(
+        tmp_path, FAMILIES[6][1], "neck=dict(type='AnyUpNeck', in_index=[2, 3], output_stride=8)"
+    )
+    assert cfg.model.neck.type == 'AnyUpNeck' and 'num_outs' in cfg.model.neck
+    with pytest.raises(TypeError) as info:
+        MODELS.build(cfg.model)
+    message = str(info.value)
+    assert 'in_channels, num_outs, out_channels' in message
+    assert "neck=dict(_delete_=True, type='AnyUpNeck', ...)" in message
+    assert "neck=[dict(type='AnyUpNeck', ...), {{_base_.model.neck}}]" in message
+    # ViT's MultiLevelNeck likewise
+    cfg = _user_config(tmp_path, FAMILIES[0][1], "neck=dict(type='AnyUpNeck', output_stride=8)")
+    with pytest.raises(TypeError, match='in_channels, out_channels, scales'):
+        MODELS.build(cfg.model)
+
+
+@pytest.mark.parametrize('family', [1, 6], ids=['dpt_neck', 'fpn_neck_list'])
+def test_stock_encoder_decoder_names_anyup_encoder_decoder(tmp_path, family):
+    _, base, neck_line, shrink, _ = FAMILIES[family]
+    cfg = _shrink(_user_config(tmp_path, base, neck_line, segmentor='EncoderDecoder'), shrink)
+    model = MODELS.build(cfg.model)
+    batch = model.data_preprocessor(_samples(SIZE, SIZE, batch=2), True)
+    with pytest.raises(RuntimeError, match="type='AnyUpEncoderDecoder'"):
+        model(**batch, mode='loss')
+
+
+def test_neck_settings_that_do_not_fit_the_backbone_fail_at_the_first_forward(tmp_path):
+    _, base, _, shrink, _ = FAMILIES[1]  # DPT: four [map, cls_token] levels
+    neck_line = "neck=dict(type='AnyUpNeck', output_stride=[4, 8])"
+    model = MODELS.build(_shrink(_user_config(tmp_path, base, neck_line), shrink).model)
+    batch = model.data_preprocessor(_samples(SIZE, SIZE, batch=2), True)
+    with pytest.raises(ValueError) as info:
+        model(**batch, mode='loss')
+    message = str(info.value)
+    assert 'neck.output_stride=[4, 8] gives 2 strides for 4 selected map(s)' in message
+    assert (
+        'The backbone gave 4 map(s): ' + ', '.join(['(2, 32, 4, 4) + token (2, 32)'] * 4) in message
+    )
+
+    _, base, _, shrink, _ = FAMILIES[4]  # deeplabv3: ResNet maps at strides 4, 8, 8, 8
+    neck_line = "neck=dict(type='AnyUpNeck', in_index=4, output_stride=4)"
+    model = MODELS.build(_shrink(_user_config(tmp_path, base, neck_line), shrink).model)
+    batch = model.data_preprocessor(_samples(SIZE, SIZE, batch=2), True)
+    with pytest.raises(IndexError) as info:
+        model(**batch, mode='loss')
+    message = str(info.value)
+    assert 'neck.in_index=4 selects map 4, which does not exist' in message
+    shapes = '(2, 8, 16, 16), (2, 16, 8, 8), (2, 32, 8, 8), (2, 64, 8, 8)'
+    assert f'The backbone gave 4 map(s): {shapes}' in message

@@ -185,3 +185,106 @@ def test_trained_export_loads_by_path_with_its_own_hyper_parameters(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(neck(feats, image)[0], student.eval()(image, feats[0]))
     assert AnyUpNeck(checkpoint=str(path), window_ratio=0.1).upsampler.anyup.window_ratio == 0.1
+
+
+# --- [map, cls_token] levels, pyramids from one map, and what misfits are told -----------------
+
+
+@pytest.mark.parametrize('neck_type', [AnyUpNeck, BilinearNeck])
+def test_class_token_levels_keep_their_token_and_container(neck_type):
+    feats, image = _inputs()
+    tokens = torch.randn(2, 8), torch.randn(2, 16)
+    levels = [[feats[0], tokens[0]], (feats[1], tokens[1])]  # as a ViT with output_cls_token
+    torch.manual_seed(0)
+    neck = neck_type(output_stride=4).eval()
+    out = neck(levels, image)
+    assert isinstance(out[0], list) and isinstance(out[1], tuple)
+    assert out[0][1] is tokens[0] and out[1][1] is tokens[1]
+    with torch.no_grad():  # the maps are upsampled as if given without their tokens
+        plain = neck(feats, image)
+    for level, expected in zip(out, plain):
+        assert tuple(level[0].shape[-2:]) == (7, 9)
+        torch.testing.assert_close(level[0], expected)
+
+
+def test_bilinear_pyramid_from_one_map_is_interpolation_to_each_stride():
+    feats, _ = _inputs()  # maps 4x5: stride 16 of a 64x80 image
+    image = torch.randn(2, 3, 64, 80)
+    out = BilinearNeck(in_index=-1, output_stride=[4, 8, 16, 32])(feats, image)
+    assert len(out) == 4  # the pyramid only: the first backbone map is dropped
+    for level, size in zip(out, [(16, 20), (8, 10), (4, 5), (2, 3)]):
+        expected = F.interpolate(feats[1], size=size, mode='bilinear', align_corners=False)
+        torch.testing.assert_close(level, expected)
+    assert out[2] is feats[1]  # its own stride: the map as it is
+
+
+def test_anyup_pyramid_levels_equal_single_stride_runs_and_stay_convex():
+    feats, _ = _inputs(batch=1)
+    image = torch.randn(1, 3, 64, 80)
+    torch.manual_seed(0)
+    pyramid = AnyUpNeck(in_index=1, output_stride=[4, 8, 16, 32]).eval()
+    token = torch.randn(1, 16)
+    with torch.no_grad():
+        out = pyramid([feats[0], [feats[1], token]], image)
+    assert [tuple(level[0].shape) for level in out] == [
+        (1, 16, 16, 20),
+        (1, 16, 8, 10),
+        (1, 16, 4, 5),
+        (1, 16, 2, 3),  # fewer cells than the map has
+    ]
+    assert all(level[1] is token for level in out)
+    lo = feats[1].amin(dim=(2, 3), keepdim=True) - 1e-4
+    hi = feats[1].amax(dim=(2, 3), keepdim=True) + 1e-4
+    for level, stride in zip(out, [4, 8, 16, 32]):
+        single = AnyUpNeck(in_index=1, output_stride=stride).eval()
+        single.load_state_dict(pyramid.state_dict())
+        with torch.no_grad():
+            torch.testing.assert_close(level[0], single(feats, image)[1], rtol=1e-4, atol=1e-5)
+        assert bool(((level[0] >= lo) & (level[0] <= hi)).all())
+
+
+def test_one_backbone_map_and_several_strides_make_a_pyramid():
+    feats, _ = _inputs()
+    out = BilinearNeck(output_stride=[4, 8])(feats[:1], torch.randn(2, 3, 32, 40))
+    assert [tuple(o.shape[-2:]) for o in out] == [(8, 10), (4, 5)]
+
+
+def test_misfit_settings_name_the_key_the_number_of_maps_and_their_shapes():
+    feats, image = _inputs()
+    shapes = 'The backbone gave 2 map(s): (2, 8, 4, 5), (2, 16, 4, 5)'
+    with pytest.raises(IndexError) as info:
+        BilinearNeck(in_index=[0, 2])(feats, image)
+    assert 'neck.in_index=[0, 2] selects map 2, which does not exist' in str(info.value)
+    assert shapes in str(info.value)
+    with pytest.raises(ValueError) as info:
+        BilinearNeck(output_stride=[4, 8, 16])(feats, image)
+    assert 'neck.output_stride=[4, 8, 16] gives 3 strides for 2 selected map(s)' in str(info.value)
+    assert shapes in str(info.value)
+    with pytest.raises(ValueError, match=r'neck.in_index=\[1, -1\] lists a map twice'):
+        BilinearNeck(in_index=[1, -1], output_stride=[4, 8])(feats, image)
+    with pytest.raises(TypeError, match='backbone output 1 is a str'):
+        BilinearNeck()([feats[0], 'x'], image)
+
+
+def test_pyramid_cannot_pass_maps_through_in_training():
+    with pytest.raises(ValueError, match='pyramid'):
+        BilinearNeck(in_index=0, output_stride=[4, 8], upsample_in_training=False)
+    neck = BilinearNeck(output_stride=[4, 8], upsample_in_training=False).train()
+    feats, image = _inputs()
+    assert neck(feats, image)[1] is feats[1]  # one stride per map: passed through
+    with pytest.raises(ValueError, match='pyramid'):
+        neck(feats[:1], image)  # one map: a pyramid
+
+
+@pytest.mark.parametrize('neck_type', [AnyUpNeck, BilinearNeck])
+def test_keys_of_a_merged_base_neck_say_how_to_replace_or_keep_it(neck_type):
+    name = neck_type.__name__
+    with pytest.raises(TypeError) as info:
+        neck_type(in_index=-1, in_channels=[768] * 4, out_channels=768, scales=[4, 2, 1, 0.5])
+    message = str(info.value)
+    assert (
+        f'{name} got config key(s) it does not take: in_channels, out_channels, scales' in message
+    )
+    assert f"neck=dict(_delete_=True, type='{name}', ...)" in message
+    assert f"neck=[dict(type='{name}', ...), {{{{_base_.model.neck}}}}]" in message
+    assert "type='AnyUpEncoderDecoder'" in message

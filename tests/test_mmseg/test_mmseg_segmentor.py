@@ -29,7 +29,9 @@ def _model_cfg(segmentor='AnyUpEncoderDecoder', neck=None, mean=None, std=None):
             bgr_to_rgb=True,
             seg_pad_val=255,
         ),
-        backbone=dict(type='FrozenTimmMMSegBackbone', model_name='vit_small_patch14_dinov2', depth=2),
+        backbone=dict(
+            type='FrozenTimmMMSegBackbone', model_name='vit_small_patch14_dinov2', depth=2
+        ),
         neck=neck if neck is not None else dict(type='AnyUpNeck'),
         decode_head=dict(type='LinearProbeHead', in_channels=384, num_classes=5),
         test_cfg=dict(mode='whole'),
@@ -137,3 +139,30 @@ def test_slide_inference_guides_each_window():
     inputs, samples = _batch(n=1, size=42)
     preds = model.predict(inputs, samples)
     assert tuple(preds[0].seg_logits.data.shape) == (5, 42, 42)
+
+
+def test_a_list_of_necks_runs_in_order_with_the_image_for_image_guided_ones():
+    # as written in a config: AnyUp before a neck the config already has
+    necks = [
+        dict(type='AnyUpNeck', output_stride=7),
+        dict(type='MultiLevelNeck', in_channels=[384], out_channels=384, scales=[2]),
+    ]
+    model = MODELS.build(_model_cfg(neck=necks))
+    anyup = model.neck[0]
+    assert anyup.input_norm.identity  # the segmentor converts to ImageNet once, for it too
+    seen = {}
+
+    def record(module, args, out):  # returns None: changes nothing
+        seen.update(image=args[1], out=out)
+
+    anyup.register_forward_hook(record)
+    inputs, samples = _batch()
+    feats = model.extract_feat(inputs)
+    assert tuple(seen['image'].shape) == (2, 3, 28, 28)
+    assert tuple(seen['out'][0].shape) == (2, 384, 4, 4)  # 28 / 7: AnyUp's output
+    assert tuple(feats[0].shape) == (2, 384, 8, 8)  # then MultiLevelNeck's 2x
+    assert torch.isfinite(model.loss(inputs, samples)['decode.loss_ce'])
+
+    stock = MODELS.build(_model_cfg(segmentor='EncoderDecoder', neck=necks))
+    with pytest.raises(RuntimeError, match="type='AnyUpEncoderDecoder'"):
+        stock.extract_feat(inputs)

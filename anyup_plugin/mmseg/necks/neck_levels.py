@@ -84,7 +84,11 @@ def plan_outputs(
         bad = [i for i in in_index if not -num <= i < num]
         if bad:
             raise IndexError(
-                _mismatch(owner, f'neck.in_index={_show(in_index)} selects map {bad[0]}', levels)
+                _mismatch(
+                    owner,
+                    f'neck.in_index={_show(in_index)} selects map {bad[0]}, which does not exist',
+                    levels,
+                )
             )
         selected = [i % num for i in in_index]
     if len(strides) > 1 and len(selected) == 1:
@@ -113,7 +117,7 @@ def plan_outputs(
 
 def _mismatch(owner: str, problem: str, levels: Sequence[Level]) -> str:
     return (
-        f'{owner}: {problem}, but the backbone gave {describe_levels(levels)}. Valid settings: '
+        f'{owner}: {problem}. The backbone gave {describe_levels(levels)}. Valid settings: '
         'neck.in_index None (all maps) or indices in [-n, n) for n maps; neck.output_stride '
         'one stride for every selected map, one per selected map, or several strides with one '
         'selected map (a pyramid of that map).'
