@@ -52,7 +52,7 @@ def test_depth_head_is_the_expectation_over_bins():
 
 def test_normal_head_resizes_raw_outputs_then_activates():
     head = MODELS.build(dict(type='NormalProbeHead', in_channels=3))
-    raw = torch.randn(1, 4, 3, 3)
+    raw = torch.randn(1, 4, 3, 3, generator=torch.Generator().manual_seed(0))
     out = head.predict_by_feat(raw, [dict(img_shape=(6, 6))])
     assert out.shape == (1, 4, 6, 6)
     assert torch.allclose(out[:, :3].norm(dim=1), torch.ones(1, 6, 6), atol=1e-5)
@@ -63,6 +63,14 @@ def test_normal_head_resizes_raw_outputs_then_activates():
     depth[:, :3] = 0.0  # invalid half: not in the loss
     loss = head.loss_by_feat(raw, [_sample(depth, target)])['loss_normal']
     assert math.isfinite(loss.item())
+    # Garbage normals where the depth is invalid change nothing; where it is valid they do.
+    garbage = target.clone()
+    garbage[:, :, :3] = torch.tensor([1.0, 0.0, 0.0])[:, None, None]
+    same = head.loss_by_feat(raw, [_sample(depth, garbage)])['loss_normal']
+    torch.testing.assert_close(same, loss)
+    garbage[:, :, 3:] = torch.tensor([1.0, 0.0, 0.0])[:, None, None]
+    changed = head.loss_by_feat(raw, [_sample(depth, garbage)])['loss_normal']
+    assert not torch.allclose(changed, loss)
 
 
 def test_dpt_head_maps_four_levels_to_the_input_size():
