@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .checkpoints import check_state_dict_fits
 from .checks import (
     check_all_finite,
     check_feature_map,
@@ -520,27 +521,12 @@ class AnyUp(nn.Module):
     ):
         """Loads a state dict with the published key names.
 
-        With ``strict=True`` (the default) a missing, unexpected or mis-shaped key raises a
-        ``RuntimeError`` that names every offending key.
+        With ``strict=True`` (the default) a missing, unexpected or mis-shaped key raises
+        :class:`~anyup_plugin.core.checkpoints.CheckpointMismatchError` (a ``RuntimeError``, as
+        torch's, and a ``ValueError``) naming the offending keys.
         """
         if strict:
-            own = self.state_dict()
-            missing = sorted(set(own) - set(state_dict))
-            unexpected = sorted(set(state_dict) - set(own))
-            mis_shaped = [
-                f'{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}'
-                for k in sorted(set(own) & set(state_dict))
-                if tuple(state_dict[k].shape) != tuple(own[k].shape)
-            ]
-            if missing or unexpected or mis_shaped:
-                lines = ['AnyUp checkpoint does not fit the model:']
-                if missing:
-                    lines.append(f'  missing keys ({len(missing)}): {", ".join(missing)}')
-                if unexpected:
-                    lines.append(f'  unexpected keys ({len(unexpected)}): {", ".join(unexpected)}')
-                if mis_shaped:
-                    lines.append(f'  mis-shaped keys ({len(mis_shaped)}): {"; ".join(mis_shaped)}')
-                raise RuntimeError('\n'.join(lines))
+            check_state_dict_fits(state_dict, self.state_dict(), 'AnyUp checkpoint', 'this AnyUp')
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     @classmethod
@@ -561,14 +547,18 @@ class AnyUp(nn.Module):
                 under ``'state_dict'`` or ``'model'``), or a published name
                 (``'anyup_paper'``, ``'anyup_multi_backbone'``), downloaded into torch's hub
                 cache when the machine is online.
-            map_location: Where to load the tensors.
+            map_location: The device to load the weights to and to build the model on
+                (``'cpu'``, ``'cuda'``, ``torch.device('cuda', 1)``, ``'meta'`` for shapes only).
             **kwargs: Passed to the constructor (e.g. ``window_ratio``).
 
         Returns:
-            The model, in eval mode.
+            The model on ``map_location``, in eval mode.
 
         Raises:
             FileNotFoundError: A path that does not exist, or a published name that is not
                 cached and cannot be downloaded (the message says where to put the file).
+            CheckpointReadError: The file cannot be read (truncated, corrupt, not a
+                ``torch.save`` file); the message names it and what a valid one is.
+            CheckpointMismatchError: The weights do not fit the model (every key named).
         """
         return load_pretrained(cls, name_or_path, map_location=map_location, **kwargs)

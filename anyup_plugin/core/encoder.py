@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from anyup_plugin.constants import IMAGENET_MEAN, IMAGENET_STD
 
+from .checkpoints import check_state_dict_fits, read_checkpoint, state_dict_mismatch
 from .checks import check_image
 
 __all__ = ['FrozenTimmEncoder']
@@ -37,7 +38,6 @@ logger = logging.getLogger(__name__)
 # Model-name prefixes that timm resolves itself (remote or local configs); not checked against
 # timm's registry.
 _TIMM_SOURCE_PREFIXES = ('hf-hub:', 'hf_hub:', 'local-dir:')
-_MAX_KEYS_IN_ERROR = 10
 
 
 def _import_timm() -> Any:
@@ -108,29 +108,6 @@ def _check_norm_stats(value: Sequence[float], name: str, positive: bool) -> tupl
     return stats
 
 
-def _format_keys(keys: Sequence[str]) -> str:
-    shown = ', '.join(keys[:_MAX_KEYS_IN_ERROR])
-    if len(keys) > _MAX_KEYS_IN_ERROR:
-        shown += f', ... ({len(keys) - _MAX_KEYS_IN_ERROR} more)'
-    return shown
-
-
-def _state_dict_mismatch(
-    state_dict: Mapping[str, Any], reference: Mapping[str, Tensor]
-) -> tuple[list[str], list[str], list[str]]:
-    """Returns (missing, unexpected, wrong-shape description) of ``state_dict`` vs ``reference``."""
-    missing = [k for k in reference if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in reference]
-    wrong_shape = []
-    for key, value in state_dict.items():
-        if key in reference:
-            expected = reference[key]
-            got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-            if not isinstance(value, Tensor) or value.shape != expected.shape:
-                wrong_shape.append(f'{key} (checkpoint {got}, model {tuple(expected.shape)})')
-    return missing, unexpected, wrong_shape
-
-
 def _model_filter_fn(model: nn.Module) -> Callable[..., Any] | None:
     """timm's checkpoint filter for the model's architecture (remaps original checkpoints)."""
     module = sys.modules.get(type(model).__module__)
@@ -160,26 +137,6 @@ def _strip_wrapper_prefix(
     ):
         return {k[len('model.') :]: v for k, v in state_dict.items()}
     return state_dict
-
-
-def _raise_on_mismatch(
-    mismatch: tuple[list[str], list[str], list[str]], source: str, model_name: str
-) -> None:
-    """Raises ``ValueError`` naming every missing, unexpected and mis-shaped key, if any."""
-    missing, unexpected, wrong_shape = mismatch
-    problems = []
-    if missing:
-        problems.append(f'{len(missing)} missing key(s): {_format_keys(missing)}')
-    if unexpected:
-        problems.append(f'{len(unexpected)} unexpected key(s): {_format_keys(unexpected)}')
-    if wrong_shape:
-        problems.append(
-            f'{len(wrong_shape)} key(s) with the wrong shape: {_format_keys(wrong_shape)}'
-        )
-    if problems:
-        raise ValueError(
-            f'{source} does not match timm model {model_name!r}: ' + '; '.join(problems)
-        )
 
 
 class FrozenTimmEncoder(nn.Module):
@@ -226,9 +183,12 @@ class FrozenTimmEncoder(nn.Module):
         model_std: Normalisation standard deviation the timm model expects.
 
     Raises:
-        ValueError: Unknown model name (with close matches), bad layers or statistics, both
-            ``pretrained`` and ``checkpoint``, or a checkpoint whose keys do not match.
+        ValueError: Unknown model name (with close matches), bad layers or statistics, or both
+            ``pretrained`` and ``checkpoint``.
         FileNotFoundError: ``checkpoint`` does not exist.
+        CheckpointReadError: ``checkpoint`` cannot be read (a ``ValueError``; see
+            :mod:`~anyup_plugin.core.checkpoints`).
+        CheckpointMismatchError: ``checkpoint``'s keys do not match (a ``ValueError``).
         RuntimeError: ``pretrained=True`` and timm could not load the weights (e.g. offline).
     """
 
@@ -380,57 +340,63 @@ class FrozenTimmEncoder(nn.Module):
         Raises:
             FileNotFoundError: The file does not exist (the message says where to download
                 the weights and where to put them).
-            ValueError: The file cannot be read as a state dict, or keys are missing,
-                unexpected or of the wrong shape (all named in the message).
+            CheckpointReadError: The file cannot be read (truncated, corrupt, not weights); the
+                message names it and what a valid one is, and the reader's error is the cause.
+            ValueError: The file holds no state dict.
+            CheckpointMismatchError: Keys are missing, unexpected or of the wrong shape (all
+                named in the message).
         """
         path = os.fspath(checkpoint)
         reference = self.model.state_dict()
         state_dict = self._drop_unused_classifier(
             _strip_wrapper_prefix(self._read_state_dict(path), reference), reference
         )
-        state_dict, mismatch = self._match_with_timm_filter(state_dict, reference, path)
-        _raise_on_mismatch(mismatch, f'checkpoint {path!r}', self.model_name)
+        state_dict = self._match_with_timm_filter(state_dict, reference, path)
+        check_state_dict_fits(
+            state_dict, reference, f'checkpoint {path!r}', f'timm model {self.model_name!r}'
+        )
         self.model.load_state_dict(state_dict, strict=True)
         logger.info('Loaded %d tensors from %s into %s', len(state_dict), path, self.model_name)
 
     def _read_state_dict(self, path: str) -> dict[str, Any]:
         """Reads ``path`` with timm's loader (tensors only), as a dict of named tensors."""
-        if not os.path.isfile(path):
-            raise FileNotFoundError(
-                f'backbone checkpoint {path!r} does not exist or is not a file. Download the '
-                f'weights of timm model {self.model_name!r} on a machine with internet, from '
-                f'{_weights_source(self.model_name)}, and place the file at {path}'
-            )
         timm = _import_timm()
         load_kwargs: dict[str, Any] = {'use_ema': True}
         if 'weights_only' in inspect.signature(timm.models.load_state_dict).parameters:
             load_kwargs['weights_only'] = True  # never unpickle arbitrary objects
-        try:
-            state_dict = timm.models.load_state_dict(path, **load_kwargs)
-        except Exception as exc:
-            raise ValueError(
-                f'checkpoint {path!r} could not be read as a state dict '
-                f'({type(exc).__name__}: {exc})'
-            ) from exc
+        valid = (
+            'a state dict saved by torch.save, or a .safetensors file, with the weights of timm '
+            f"model {self.model_name!r} (timm's own model.safetensors, or an original checkpoint "
+            "that timm's filter for the architecture converts)"
+        )
+        state_dict = read_checkpoint(
+            path,
+            lambda name: timm.models.load_state_dict(name, **load_kwargs),
+            what='backbone checkpoint',
+            valid=valid,
+            where_to_get=(
+                f'Download the weights of timm model {self.model_name!r} on a machine with '
+                f'internet, from {_weights_source(self.model_name)}, and place the file at {path}'
+            ),
+        )
         if not isinstance(state_dict, Mapping) or not all(isinstance(k, str) for k in state_dict):
             raise ValueError(
-                f'checkpoint {path!r} must hold a state dict (a mapping of parameter names to '
-                f'tensors), got {type(state_dict).__name__}'
+                f'backbone checkpoint {path!r} does not hold a state dict (got '
+                f'{type(state_dict).__name__}). A valid one is {valid}.'
             )
         return dict(state_dict)
 
     def _match_with_timm_filter(
         self, state_dict: dict[str, Any], reference: Mapping[str, Tensor], path: str
-    ) -> tuple[dict[str, Any], tuple[list[str], list[str], list[str]]]:
+    ) -> dict[str, Any]:
         """Applies timm's checkpoint filter when the keys do not match the model as they are.
 
-        Returns whichever of the original and the filtered state dict matches the model better,
-        with its (missing, unexpected, wrong-shape) keys.
+        Returns whichever of the original and the filtered state dict matches the model better.
         """
-        mismatch = _state_dict_mismatch(state_dict, reference)
+        mismatch = state_dict_mismatch(state_dict, reference)
         filter_fn = _model_filter_fn(self.model)
-        if not any(mismatch) or filter_fn is None:
-            return state_dict, mismatch
+        if not mismatch or filter_fn is None:
+            return state_dict
         # Not timm's own key layout: let timm's filter for the architecture remap it.
         try:
             try:
@@ -439,12 +405,11 @@ class FrozenTimmEncoder(nn.Module):
                 filtered = filter_fn(dict(state_dict))
         except Exception as exc:  # timm's filters assume their own source formats
             logger.debug('timm checkpoint filter failed on %s: %s', path, exc)
-            return state_dict, mismatch
+            return state_dict
         filtered = self._drop_unused_classifier(dict(filtered), reference)
-        filtered_mismatch = _state_dict_mismatch(filtered, reference)
-        if sum(map(len, filtered_mismatch)) < sum(map(len, mismatch)):
-            return filtered, filtered_mismatch
-        return state_dict, mismatch
+        if state_dict_mismatch(filtered, reference).count < mismatch.count:
+            return filtered
+        return state_dict
 
     def _drop_unused_classifier(
         self, state_dict: dict[str, Any], reference: Mapping[str, Tensor]

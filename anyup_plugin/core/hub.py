@@ -31,6 +31,8 @@ from torch import Tensor, nn
 
 from anyup_plugin.utils.io import atomic_write
 
+from .checkpoints import check_state_dict_fits, read_checkpoint
+
 __all__ = [
     'HYPER_PARAMETERS',
     'PUBLISHED_CHECKPOINTS',
@@ -66,6 +68,13 @@ _SHAPE_HINTS = (
 )
 
 ModelT = TypeVar('ModelT', bound=nn.Module)
+
+# What an AnyUp weights file is, for the messages about one that cannot be read.
+_VALID_CHECKPOINT = (
+    "a state dict saved by torch.save (plain, or under 'state_dict' or 'model'): a published "
+    f'AnyUp .pth ({", ".join(PUBLISHED_CHECKPOINTS)}) or an AnyUp export (save_pretrained, '
+    "the trainer's ExportStudentHook)"
+)
 
 
 def published_cache_path(name: str) -> str:
@@ -108,23 +117,31 @@ def load_checkpoint_state_dict(
     Raises:
         FileNotFoundError: A path that does not exist, or a published name that is not
             cached and cannot be downloaded (the message says where to put the file).
+        CheckpointReadError: The file cannot be read (truncated, corrupt, not a
+            ``torch.save`` file); the message names it, and the reader's error is the cause.
         ValueError: The file holds no state dict.
     """
     name = os.fspath(name_or_path)
     if name in PUBLISHED_CHECKPOINTS and not os.path.isfile(name):
         name = _download_published(name)
-    elif not os.path.isfile(name):
-        raise FileNotFoundError(
-            f'AnyUp checkpoint {name!r} is neither an existing file nor a published name '
-            f'({", ".join(PUBLISHED_CHECKPOINTS)}): pass the path of a trained AnyUp '
-            '(e.g. work_dirs/<run>/anyup_student_latest.pth) or a published name'
-        )
-    state = torch.load(name, map_location=map_location, weights_only=True)
+    state = read_checkpoint(
+        name,
+        lambda path: torch.load(path, map_location=map_location, weights_only=True),
+        what='AnyUp checkpoint',
+        valid=_VALID_CHECKPOINT,
+        where_to_get=(
+            'Pass the path of a trained AnyUp (e.g. work_dirs/<run>/anyup_student_latest.pth) '
+            f'or a published name ({", ".join(PUBLISHED_CHECKPOINTS)}).'
+        ),
+    )
     for key in ('state_dict', 'model'):
         if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
             state = state[key]
     if not isinstance(state, Mapping):
-        raise ValueError(f'{name} does not hold a state dict (got {type(state).__name__})')
+        raise ValueError(
+            f'AnyUp checkpoint {name!r} does not hold a state dict (got {type(state).__name__}). '
+            f'A valid one is {_VALID_CHECKPOINT}.'
+        )
     return dict(state)
 
 
@@ -223,11 +240,16 @@ def load_pretrained(
     Args:
         cls: The model class.
         name_or_path: See :func:`load_checkpoint_state_dict`.
-        map_location: Where to load the tensors.
+        map_location: The device to load the tensors to and to build the model on (e.g.
+            ``'cpu'``, ``'cuda'``, ``torch.device('cuda', 1)``, or ``'meta'`` for shapes only).
         **kwargs: Constructor arguments; they take precedence over what the weights say.
 
     Returns:
-        The model, in eval mode.
+        The model on ``map_location``, in eval mode.
+
+    Raises:
+        CheckpointMismatchError: The weights do not fit the architecture they describe with
+            ``kwargs`` (the message names the file and every offending key).
     """
     state_dict = load_checkpoint_state_dict(name_or_path, map_location)
     name = os.fspath(name_or_path)
@@ -242,6 +264,13 @@ def load_pretrained(
                 name,
                 ', '.join(unknown),
             )
-    model = cls(**params)
+    # Built on the device the weights were loaded to, so that the model is where the caller
+    # asked (and a 'cuda' model never holds a CPU copy of its weights).
+    with torch.device(map_location):
+        model = cls(**params)
+    arguments = ', '.join(f'{key}={value!r}' for key, value in params.items())
+    check_state_dict_fits(
+        state_dict, model.state_dict(), f'AnyUp checkpoint {name!r}', f'{cls.__name__}({arguments})'
+    )
     model.load_state_dict(state_dict)
     return model.eval()

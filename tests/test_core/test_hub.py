@@ -94,8 +94,41 @@ def test_hyper_parameter_file_of_another_format_is_refused(tmp_path):
 
 
 def test_missing_file_says_what_to_pass(tmp_path):
-    with pytest.raises(FileNotFoundError, match='neither an existing file nor a published name'):
-        load_checkpoint_state_dict(tmp_path / 'none.pth')
+    path = tmp_path / 'none.pth'
+    with pytest.raises(FileNotFoundError) as info:
+        load_checkpoint_state_dict(path)
+    assert str(info.value) == (
+        f'AnyUp checkpoint {str(path)!r} does not exist or is not a file. Pass the path of a '
+        'trained AnyUp (e.g. work_dirs/<run>/anyup_student_latest.pth) or a published name '
+        '(anyup_paper, anyup_multi_backbone).'
+    )
+
+
+@pytest.mark.parametrize(
+    'device',
+    [
+        'cpu',
+        torch.device('cpu'),
+        'meta',
+        torch.device('meta'),
+        pytest.param(
+            'cuda', marks=pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA')
+        ),
+    ],
+)
+def test_from_pretrained_builds_the_model_on_map_location(tmp_path, device):
+    source = _randomised(AnyUp(qk_dim=16))
+    path = tmp_path / 'weights.pth'
+    save_pretrained(source, path)
+    model = AnyUp.from_pretrained(path, map_location=device)
+    tensors = dict(model.named_parameters()) | dict(model.named_buffers())
+    assert tensors
+    wrong = {n: (t.device, t.dtype) for n, t in tensors.items()
+             if t.device != torch.device(device) or t.dtype != torch.float32}  # fmt: skip
+    assert not wrong, wrong
+    if torch.device(device).type != 'meta':
+        for name, value in source.state_dict().items():
+            torch.testing.assert_close(model.state_dict()[name].cpu(), value, rtol=0, atol=0)
 
 
 def test_offline_published_name_says_where_to_put_the_file(tmp_path, monkeypatch):

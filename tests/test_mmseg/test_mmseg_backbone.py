@@ -9,6 +9,9 @@ import torch
 
 pytest.importorskip('mmseg.models', reason='MMSegmentation (with mmcv ops) is not installed')
 
+from safetensors.torch import save_file
+
+from anyup_plugin.core.checkpoints import CheckpointReadError
 from anyup_plugin.mmseg.backbones import FrozenTimmMMSegBackbone
 
 TINY_VIT = dict(model_name='vit_small_patch14_dinov2', depth=2)
@@ -50,8 +53,34 @@ def test_unknown_model_lists_close_matches():
 
 
 def test_missing_checkpoint_says_where_to_get_it(tmp_path):
-    with pytest.raises(FileNotFoundError, match='huggingface.co/timm'):
-        FrozenTimmMMSegBackbone(**TINY_VIT, checkpoint=str(tmp_path / 'model.safetensors'))
+    path = tmp_path / 'model.safetensors'
+    with pytest.raises(FileNotFoundError) as info:
+        FrozenTimmMMSegBackbone(**TINY_VIT, checkpoint=str(path))
+    message = str(info.value)
+    assert message.startswith(f'backbone checkpoint {str(path)!r} does not exist or is not a file')
+    assert 'https://huggingface.co/timm/vit_small_patch14_dinov2' in message
+
+
+@pytest.mark.parametrize('suffix', ['.pth', '.safetensors'])
+@pytest.mark.parametrize('broken', ['truncated', 'text'])
+def test_unreadable_checkpoint_names_the_file_and_what_a_valid_one_is(tmp_path, suffix, broken):
+    path = tmp_path / f'model{suffix}'
+    if broken == 'truncated':
+        state = FrozenTimmMMSegBackbone(**TINY_VIT).encoder.model.state_dict()
+        whole = tmp_path / f'whole{suffix}'
+        if suffix == '.pth':
+            torch.save(state, whole)
+        else:
+            save_file({k: v.contiguous() for k, v in state.items()}, str(whole))
+        path.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    else:
+        path.write_text('version https://git-lfs.github.com/spec/v1\n', encoding='utf-8')
+    with pytest.raises(CheckpointReadError) as info:
+        FrozenTimmMMSegBackbone(**TINY_VIT, checkpoint=str(path))
+    message = str(info.value)
+    assert message.startswith(f'backbone checkpoint {str(path)!r} could not be read (')
+    assert 'A valid one is a state dict saved by torch.save, or a .safetensors file' in message
+    assert info.value.__cause__ is not None
 
 
 def test_local_checkpoint_loads_and_survives_init_weights(tmp_path):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import os.path as osp
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,7 +47,9 @@ class FrozenTimmMMSegBackbone(BaseModule):
         apply_norm: Apply the model's final norm to the selected features.
         pretrained: Let timm download its weights (needs network access).
         checkpoint: Local weights file (timm ``model.safetensors``, or an original checkpoint
-            that timm's filter converts, e.g. Meta's ``dinov2_vits14_pretrain.pth``).
+            that timm's filter converts, e.g. Meta's ``dinov2_vits14_pretrain.pth``). A missing,
+            unreadable or mismatching file raises the errors of
+            :mod:`anyup_plugin.core.checkpoints`, naming the file.
         trainable_blocks: Number of final blocks to train (0 = fully frozen).
         input_mean: Mean (RGB, 0-255) the input was normalised with; default ImageNet's.
         input_std: Standard deviation (RGB, 0-255); default ImageNet's.
@@ -75,14 +75,6 @@ class FrozenTimmMMSegBackbone(BaseModule):
         **timm_kwargs: Any,
     ) -> None:
         super().__init__(init_cfg=init_cfg)
-        if checkpoint is not None and not osp.isfile(os.fspath(checkpoint)):
-            raise FileNotFoundError(
-                f'backbone checkpoint {str(checkpoint)!r} not found. Download the weights of '
-                f'{model_name!r} on a machine with internet (e.g. model.safetensors from '
-                f'https://huggingface.co/timm/{model_name}) and point the config at the file '
-                '(model.backbone.checkpoint), or use checkpoint=None with pretrained=False for '
-                'random weights.'
-            )
         self.input_norm = ToImageNetNorm(input_mean, input_std)
         self.norm_from_config = input_mean is not None or input_std is not None
         self.encoder = FrozenTimmEncoder(
