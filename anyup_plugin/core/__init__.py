@@ -1,6 +1,7 @@
 """The framework-free core: the AnyUp model, its building blocks and a frozen timm encoder."""
 
 from .anyup import PUBLISHED_CHECKPOINTS, AnyUp
+from .checkpoints import CheckpointMismatchError, CheckpointReadError
 from .encoder import FrozenTimmEncoder
 from .input_norm import ToImageNetNorm
 from .reference import dense_window_attention_reference, reference_upsample
@@ -12,6 +13,8 @@ __all__ = [
     'PUBLISHED_CHECKPOINTS',
     'UPSAMPLER_METHODS',
     'AnyUp',
+    'CheckpointMismatchError',
+    'CheckpointReadError',
     'FeatureUpsampler',
     'FrozenTimmEncoder',
     'QueryBands',
