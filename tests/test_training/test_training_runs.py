@@ -9,6 +9,7 @@ student. Runs go through the same functions as ``tools/train.py`` (``prepare_con
 
 from __future__ import annotations
 
+import copy
 import glob
 import json
 import os
@@ -246,7 +247,8 @@ def test_tiny_run_learns_and_beats_bilinear_on_held_out_images(full_run, image_r
 @pytest.mark.slow
 def test_exported_student_is_a_plain_weights_only_state_dict(full_run):
     runner, _, work_dir = full_run
-    student = runner.model.student
+    # A copy in eval mode: the run belongs to the module-scoped fixture, shared by other tests.
+    student = copy.deepcopy(runner.model.student).eval()
     for name in ('anyup_student_latest.pth', f'anyup_student_iter_{MAX_ITERS}.pth'):
         path = work_dir / name
         assert torch.serialization.get_unsafe_globals_in_checkpoint(str(path)) == []
@@ -261,7 +263,7 @@ def test_exported_student_is_a_plain_weights_only_state_dict(full_run):
         gen = torch.Generator().manual_seed(0)
         image, features = torch.randn(2, 3, 32, 32, generator=gen), torch.randn(2, 64, 8, 8)
         with torch.no_grad():
-            assert torch.equal(loaded(image, features), student.eval()(image, features))
+            assert torch.equal(loaded(image, features), student(image, features))
     assert (work_dir / f'anyup_student_iter_{CKPT_INTERVAL}.pth').is_file()
     # MMEngine's own checkpoint of the run loads with torch's weights_only default too.
     ckpt = torch.load(work_dir / f'iter_{MAX_ITERS}.pth', weights_only=True)
