@@ -83,15 +83,24 @@ def test_unreadable_checkpoint_names_the_file_and_what_a_valid_one_is(tmp_path, 
     assert info.value.__cause__ is not None
 
 
-def test_local_checkpoint_loads_and_survives_init_weights(tmp_path):
+def test_local_checkpoint_loads(tmp_path):
     source = FrozenTimmMMSegBackbone(**TINY_VIT)
     path = tmp_path / 'vit.pth'
     torch.save(source.encoder.model.state_dict(), path)
     torch.manual_seed(123)
     loaded = FrozenTimmMMSegBackbone(**TINY_VIT, checkpoint=str(path))
-    loaded.init_weights()  # what the runner calls: must not re-initialise the timm model
     for key, value in source.encoder.model.state_dict().items():
         torch.testing.assert_close(loaded.encoder.model.state_dict()[key], value)
+    # An init_cfg as well would let the runner's init_weights() overwrite what was loaded.
+    init_cfg = dict(type='Normal', layer='Linear', std=1.0)
+    with pytest.raises(ValueError, match=r'init_cfg=.* would re-initialise the weights loaded'):
+        FrozenTimmMMSegBackbone(**TINY_VIT, checkpoint=str(path), init_cfg=init_cfg)
+    # Without weights to protect, init_cfg initialises as MMEngine does.
+    initialised = FrozenTimmMMSegBackbone(**TINY_VIT, init_cfg=init_cfg)
+    before = {k: v.clone() for k, v in initialised.state_dict().items()}
+    initialised.init_weights()
+    changed = [k for k, v in initialised.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed and all(k.endswith(('.weight', '.bias')) for k in changed)
 
 
 def test_input_normalisation_is_undone():

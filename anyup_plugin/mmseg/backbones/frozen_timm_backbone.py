@@ -53,7 +53,8 @@ class FrozenTimmMMSegBackbone(BaseModule):
         trainable_blocks: Number of final blocks to train (0 = fully frozen).
         input_mean: Mean (RGB, 0-255) the input was normalised with; default ImageNet's.
         input_std: Standard deviation (RGB, 0-255); default ImageNet's.
-        init_cfg: MMEngine init config (weights normally come from ``checkpoint``).
+        init_cfg: MMEngine init config. Not together with ``checkpoint`` or ``pretrained``:
+            the runner's ``init_weights()`` would overwrite the weights they loaded.
         **timm_kwargs: Passed to ``timm.create_model`` (e.g. ``depth=2`` for a tiny test model).
 
     Shapes:
@@ -74,6 +75,12 @@ class FrozenTimmMMSegBackbone(BaseModule):
         init_cfg: dict | None = None,
         **timm_kwargs: Any,
     ) -> None:
+        if init_cfg is not None and (checkpoint is not None or pretrained):
+            raise ValueError(
+                f'{type(self).__name__}: init_cfg={init_cfg!r} would re-initialise the weights '
+                'loaded from checkpoint/pretrained when the runner calls init_weights(); set '
+                'the weights one way only (drop init_cfg, or the checkpoint)'
+            )
         super().__init__(init_cfg=init_cfg)
         self.input_norm = ToImageNetNorm(input_mean, input_std)
         self.norm_from_config = input_mean is not None or input_std is not None
