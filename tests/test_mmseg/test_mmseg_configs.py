@@ -30,7 +30,9 @@ def _data_fixture(stem: str) -> str:
         return 'coco_root'
     if stem.startswith('voc2012'):
         return 'voc_root'
-    raise AssertionError(f'no test dataset for config {stem}: add one to tests/test_mmseg/conftest.py')
+    raise AssertionError(
+        f'no test dataset for config {stem}: add one to tests/test_mmseg/conftest.py'
+    )
 
 
 class _Watch(Hook):
