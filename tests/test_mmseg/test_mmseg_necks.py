@@ -163,12 +163,18 @@ def test_checkpoint_loading_and_mismatch(tmp_path):
         AnyUpNeck(checkpoint=str(tmp_path / 'missing.pth'))
 
 
-def test_init_weights_keeps_loaded_weights(tmp_path):
-    neck = AnyUpNeck()
+def test_init_cfg_is_refused_over_a_checkpoint_and_applied_without_one(tmp_path):
+    path = tmp_path / 'anyup.pth'
+    torch.save(AnyUp().state_dict(), path)
+    init_cfg = dict(type='Kaiming', layer='Conv2d')
+    # The runner's init_weights() would overwrite the loaded weights.
+    with pytest.raises(ValueError, match=r'init_cfg=.* would re-initialise the weights loaded'):
+        AnyUpNeck(checkpoint=str(path), init_cfg=init_cfg)
+    neck = AnyUpNeck(init_cfg=init_cfg)
     before = {k: v.clone() for k, v in neck.state_dict().items()}
     neck.init_weights()
-    for key, value in neck.state_dict().items():
-        torch.testing.assert_close(value, before[key])
+    changed = [k for k, v in neck.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed and all(k.endswith('.weight') or k.endswith('.bias') for k in changed)
 
 
 def test_trained_export_loads_by_path_with_its_own_hyper_parameters(tmp_path):

@@ -14,6 +14,8 @@ from anyup_plugin.core.encoder import FrozenTimmEncoder
 from anyup_plugin.core.input_norm import ToImageNetNorm
 from anyup_plugin.utils.deprecation import deprecated_alias
 
+from ..init_cfg import refuse_init_cfg_over_loaded_weights
+
 __all__ = ['FrozenTimmMMSegBackbone']
 
 
@@ -75,12 +77,9 @@ class FrozenTimmMMSegBackbone(BaseModule):
         init_cfg: dict | None = None,
         **timm_kwargs: Any,
     ) -> None:
-        if init_cfg is not None and (checkpoint is not None or pretrained):
-            raise ValueError(
-                f'{type(self).__name__}: init_cfg={init_cfg!r} would re-initialise the weights '
-                'loaded from checkpoint/pretrained when the runner calls init_weights(); set '
-                'the weights one way only (drop init_cfg, or the checkpoint)'
-            )
+        refuse_init_cfg_over_loaded_weights(
+            type(self).__name__, init_cfg, checkpoint is not None or pretrained
+        )
         super().__init__(init_cfg=init_cfg)
         self.input_norm = ToImageNetNorm(input_mean, input_std)
         self.norm_from_config = input_mean is not None or input_std is not None

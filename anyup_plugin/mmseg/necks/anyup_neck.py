@@ -12,6 +12,7 @@ from torch import Tensor
 from anyup_plugin.core.anyup import AnyUp
 from anyup_plugin.core.upsampler import FeatureUpsampler
 
+from ..init_cfg import refuse_init_cfg_over_loaded_weights
 from .image_guided_neck import ImageGuidedNeck, missing_image_error
 from .neck_config import check_neck_keys
 from .neck_levels import Level
@@ -58,7 +59,9 @@ class AnyUpNeck(ImageGuidedNeck):
         input_mean: Mean (RGB, 0-255) of the input normalisation; default from the data
             preprocessor via ``AnyUpEncoderDecoder``, else ImageNet's.
         input_std: Standard deviation (RGB, 0-255), likewise.
-        init_cfg: MMEngine init config (AnyUp keeps its own initialisation or checkpoint).
+        init_cfg: MMEngine init config, applied by ``init_weights()`` over AnyUp's own
+            initialisation. Not together with ``checkpoint``: it would overwrite the loaded
+            weights.
         **anyup_kwargs: Other ``AnyUp`` constructor arguments (e.g. ``max_tile_elements``).
     """
 
@@ -76,6 +79,7 @@ class AnyUpNeck(ImageGuidedNeck):
         **anyup_kwargs: Any,
     ) -> None:
         check_neck_keys(type(self).__name__, anyup_kwargs, _ANYUP_ARGUMENTS)
+        refuse_init_cfg_over_loaded_weights(type(self).__name__, init_cfg, bool(checkpoint))
         super().__init__(
             in_index=in_index,
             output_stride=output_stride,
