@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -11,9 +12,11 @@ import torch
 README = Path(__file__).resolve().parents[1] / 'README.md'
 
 
-def _first_python_block() -> str:
-    blocks = re.findall(r'```python\n(.*?)```', README.read_text(), flags=re.S)
-    assert blocks, 'README.md has no ```python block'
+def _api_example() -> str:
+    """The ```python block of the README's "Python API" section."""
+    section = README.read_text().split('## Python API', 1)[-1].split('\n## ', 1)[0]
+    blocks = re.findall(r'```python\n(.*?)```', section, flags=re.S)
+    assert blocks, 'the README\'s "Python API" section has no ```python block'
     return blocks[0]
 
 
@@ -24,7 +27,7 @@ def test_api_example_runs_verbatim(tmp_path, monkeypatch):
     from anyup_plugin import AnyUp, FrozenTimmEncoder
     from anyup_plugin.core.hub import published_cache_path
 
-    code = _first_python_block()
+    code = _api_example()
     statements = [
         line
         for line in code.splitlines()
@@ -49,3 +52,15 @@ def test_api_example_runs_verbatim(tmp_path, monkeypatch):
     hr, image = namespace['hr'], namespace['image']
     assert hr.shape == (1, 384, *image.shape[-2:])
     assert torch.isfinite(hr).all()
+
+
+def test_mmseg_example_is_the_shipped_config():
+    """The README's first MMSegmentation example is, statement for statement, the config file
+    it names (so the two cannot drift apart)."""
+    section = README.read_text().split('## Add AnyUp to an MMSegmentation config', 1)[1]
+    section = section.split('\n## ', 1)[0]
+    path = re.search(r'`(configs/mmseg/model_zoo/[^`]+\.py)`', section).group(1)
+    snippet = re.search(r'```python\n(.*?)```', section, flags=re.S).group(1)
+    shipped = ast.parse((README.parent / path).read_text())
+    shipped.body = [s for s in shipped.body if not isinstance(s, ast.Expr)]  # the docstring
+    assert ast.dump(ast.parse(snippet)) == ast.dump(shipped)
