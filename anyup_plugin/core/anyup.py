@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -22,7 +23,7 @@ from .checks import (
     check_same_batch_and_device,
     is_tracing,
 )
-from .fused_encoder import fused_encoder_forward
+from .fused_encoder import fused_encoder_forward, unfusable_reason
 from .hub import (
     PUBLISHED_CHECKPOINTS,
     load_pretrained,
@@ -34,6 +35,7 @@ from .layers import (
     ReflectPadConv2d,
     RotaryPositionEmbedding2d,
 )
+from .precision import compute_dtype
 from .softmax_bounds import bound_is_free
 from .window_attention import (
     ATTENTION_KERNELS,
@@ -67,6 +69,16 @@ StageRunner = Callable[..., Any]
 
 def _run_stage(name: str, fn: Callable[..., Any], *args: Any) -> Any:
     return fn(*args)
+
+
+@functools.lru_cache(maxsize=64)
+def _warn_unfused(reason: str) -> None:
+    """Says once per reason that inference runs the encoder modules instead of the fused path."""
+    logger.warning(
+        'AnyUp: the fused encoder path does not apply (%s); running the modules, which is '
+        'slower but computes what they define',
+        reason,
+    )
 
 
 def _conv_macs_per_pixel(module: nn.Module) -> int:
@@ -239,10 +251,13 @@ class AnyUp(nn.Module):
 
         Returns:
             ``(index of the map, its (B, C, H', W') channels-last output, the flat float32
-            memory lent to the encoders)``, or ``(None, None, None)`` off the fused path, when
-            no output is float32, or when it is smaller than one working map.
+            memory lent to the encoders)``, or ``(None, None, None)`` off the fused path, for a
+            float64 model, when no output is float32, or when it is smaller than one working
+            map.
         """
-        if torch.is_grad_enabled() or is_tracing():
+        # The encoders work in the lent memory in their compute dtype: only a float32 model lends.
+        float32_model = compute_dtype(*(p.dtype for p in self.parameters())) == torch.float32
+        if torch.is_grad_enabled() or is_tracing() or not float32_model:
             return None, None, None
         candidates = [
             (f.shape[1] * h * w, i)
@@ -310,7 +325,9 @@ class AnyUp(nn.Module):
         """Stage ``encoders``: the image, query and key encoders at full resolution.
 
         Under ``torch.no_grad`` (and outside tracing) the fused, chunked path runs (see
-        :mod:`anyup_plugin.core.fused_encoder`); otherwise the modules themselves.
+        :mod:`anyup_plugin.core.fused_encoder`) if the encoders have the structure it
+        implements (:func:`~anyup_plugin.core.fused_encoder.unfusable_reason`; a warning says
+        once why not); otherwise the modules themselves.
 
         Args:
             image: (B, 3, H, W) guidance.
@@ -325,16 +342,13 @@ class AnyUp(nn.Module):
             size.
         """
         if not torch.is_grad_enabled() and not is_tracing():
-            return fused_encoder_forward(
-                image,
-                self.image_encoder,
-                self.query_encoder,
-                self.key_encoder,
-                self.rope,
-                query_sizes,
-                key_sizes,
-                memory=memory,
-            )
+            encoders = (self.image_encoder, self.query_encoder, self.key_encoder, self.rope)
+            reason = unfusable_reason(*encoders)
+            if reason is None:
+                return fused_encoder_forward(
+                    image, *encoders, query_sizes, key_sizes, memory=memory
+                )
+            _warn_unfused(reason)
         enc = self.rope(self.image_encoder(image))
         query_map = self.query_encoder(enc)
         key_map = self.key_encoder(enc)
@@ -389,15 +403,13 @@ class AnyUp(nn.Module):
         keys = F.linear(self._rms_norm(keys.permute(0, 2, 3, 1), attn.norm_k), k_weight, k_bias)
         values = features.permute(0, 2, 3, 1).contiguous()
 
-        eps = self._rms_eps(attn.norm_q)
-
         def project_queries(q: Tensor, out: Tensor | None) -> Tensor:
             # RMS norm then projection, as projection then row scaling (the norm is one
             # factor per query): no normalised copy of the queries is made.
-            q = q.float()
+            q = q.to(compute_dtype(q.dtype, q_weight.dtype))
             # The norm's reduction allocates only one number per query.
             mean_sq = torch.linalg.vector_norm(q, dim=-1, keepdim=True).square() / q.shape[-1]
-            inv_rms = torch.rsqrt(mean_sq + eps)
+            inv_rms = torch.rsqrt(mean_sq + self._rms_eps(attn.norm_q, q.dtype))
             if out is None or torch.is_autocast_enabled(q.device.type):
                 # Out of place: for autograd, or in autocast's lower precision.
                 return torch.addcmul(q_bias, q @ q_weight.t(), inv_rms)
@@ -432,10 +444,11 @@ class AnyUp(nn.Module):
         scale folded in); the keys' head norms are taken as they are.
         """
         heads, d = self.num_heads, self.qk_dim
-        per_head = q_weight.detach().float().view(heads, d // heads, d)
+        dtype = compute_dtype(q_weight.dtype, keys.dtype)
+        per_head = q_weight.detach().to(dtype).view(heads, d // heads, d)
         query_norm = torch.linalg.matrix_norm(per_head, ord=2) * math.sqrt(d)
-        query_norm += q_bias.detach().float().view(heads, -1).norm(dim=-1)
-        key_heads = keys.detach().float().reshape(-1, heads, d // heads)
+        query_norm += q_bias.detach().to(dtype).view(heads, -1).norm(dim=-1)
+        key_heads = keys.detach().to(dtype).reshape(-1, heads, d // heads)
         key_norm = key_heads.norm(dim=-1).amax(0)
         return float((query_norm * key_norm).max())
 
@@ -454,15 +467,17 @@ class AnyUp(nn.Module):
         return q_weight, b[:d] * scale, k_weight, b[d : 2 * d]
 
     @staticmethod
-    def _rms_eps(norm: nn.RMSNorm) -> float:
-        """The RMS norm's epsilon: its own, else float32's machine epsilon (PyTorch's default)."""
-        return norm.eps if norm.eps is not None else torch.finfo(torch.float32).eps
+    def _rms_eps(norm: nn.RMSNorm, dtype: torch.dtype = torch.float32) -> float:
+        """The RMS norm's epsilon: its own, else the machine epsilon of ``dtype``, the dtype it
+        is computed in (PyTorch's default)."""
+        return norm.eps if norm.eps is not None else torch.finfo(dtype).eps
 
     @classmethod
     def _rms_norm(cls, x: Tensor, norm: nn.RMSNorm) -> Tensor:
-        """RMS normalisation over the last dim in float32, without the weight (folded)."""
-        x = x.float()
-        return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + cls._rms_eps(norm))
+        """RMS normalisation over the last dim in float32 (float64 for float64 ``x`` or norm),
+        without the weight (folded)."""
+        x = x.to(compute_dtype(x.dtype, norm.weight.dtype))
+        return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + cls._rms_eps(norm, x.dtype))
 
     def multiply_adds(
         self,

@@ -12,7 +12,9 @@ buffers (a fresh allocation per chunk costs page faults as large as the work).
 
 The maths is that of the modules (``ResBlock``, ``RotaryPositionEmbedding2d``); only the order
 of floating-point operations differs. It is used under ``torch.no_grad``; with gradients
-enabled AnyUp runs the modules themselves.
+enabled AnyUp runs the modules themselves. The modules are not called, so their structure is
+checked in full first (:func:`unfusable_reason`): AnyUp runs the modules whenever it is not
+the one implemented here, rather than compute something else.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .layers import Encoder, ResBlock, RotaryPositionEmbedding2d
+from .precision import compute_dtype
 
-__all__ = ['fused_encoder_forward']
+__all__ = ['fused_encoder_forward', 'unfusable_reason']
 
 #: Tokens (pixels) per chunk on the CPU: 4096 x d = 128 float32 is 2 MiB, so a chunk and its
 #: products stay in cache between the normalisation, SiLU, matrix product and statistics.
@@ -41,7 +44,7 @@ Size = tuple[int, int]
 
 
 class _Workspace:
-    """Per-chunk scratch buffers, allocated once per forward.
+    """Per-chunk scratch buffers of the compute dtype, allocated once per forward.
 
     Attributes:
         act: (chunk, d) normalised and activated input of a matrix product.
@@ -50,23 +53,32 @@ class _Workspace:
         ones: (1, chunk) for column sums as matrix-vector products.
     """
 
-    def __init__(self, chunk: int, dim: int, device: torch.device) -> None:
-        self.act = torch.empty(chunk, dim, device=device)
+    def __init__(
+        self, chunk: int, dim: int, device: torch.device, dtype: torch.dtype = torch.float32
+    ) -> None:
+        self.act = torch.empty(chunk, dim, device=device, dtype=dtype)
         self.square = torch.empty_like(self.act)
         self.cos = torch.empty_like(self.act)
         self.sin = torch.empty_like(self.act)
-        self.ones = torch.ones(1, chunk, device=device)
+        self.ones = torch.ones(1, chunk, device=device, dtype=dtype)
 
 
 class _ChannelStats:
     """Per-channel sums and sums of squares of a (N, d) token map, collected chunk by chunk.
 
-    Each chunk is summed as matrix-vector products in float32 into its own row, and the rows
-    are added in float64 at the end, so no rounding error accumulates across chunks.
+    Each chunk is summed as matrix-vector products in the map's dtype (float32 or float64)
+    into its own row, and the rows are added in float64 at the end, so no rounding error
+    accumulates across chunks.
     """
 
-    def __init__(self, channels: int, num_chunks: int, device: torch.device) -> None:
-        self.sums = torch.empty(num_chunks, channels, device=device)
+    def __init__(
+        self,
+        channels: int,
+        num_chunks: int,
+        device: torch.device,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        self.sums = torch.empty(num_chunks, channels, device=device, dtype=dtype)
         self.sums_sq = torch.empty_like(self.sums)
         self.filled = 0
         self.count = 0
@@ -86,6 +98,8 @@ class _ChannelStats:
 
         ``tokens`` is the (N, d) map these statistics were collected from, read again (chunk by
         chunk over ``rows``) only when a group's variance is too small for the sums of squares.
+        The norm's groups, epsilon and affine parameters are its own (none: scale 1, shift 0).
+        Returns two (d,) tensors of ``tokens``' dtype.
         """
         groups = norm.num_groups
         per_group = self.sums.shape[1] // groups
@@ -99,9 +113,9 @@ class _ChannelStats:
             var = self._centred_group_variance(tokens, rows, channel_mean, groups, work)
         inv_std = torch.rsqrt(var.clamp_min(0) + norm.eps).repeat_interleave(per_group)
         mean = mean.repeat_interleave(per_group)
-        scale = norm.weight.double() * inv_std
-        shift = norm.bias.double() - mean * scale
-        return scale.float(), shift.float()
+        scale = inv_std if norm.weight is None else norm.weight.double() * inv_std
+        shift = -mean * scale if norm.bias is None else norm.bias.double() - mean * scale
+        return scale.to(tokens.dtype), shift.to(tokens.dtype)
 
     def _centred_group_variance(
         self,
@@ -112,7 +126,7 @@ class _ChannelStats:
         work: _Workspace,
     ) -> Tensor:
         """Group variances from a second pass over ``tokens`` minus the channel means."""
-        centre = channel_mean.float()
+        centre = channel_mean.to(tokens.dtype)
         centred_sq = torch.zeros_like(channel_mean)
         for r in rows:
             n = r.stop - r.start
@@ -125,9 +139,9 @@ class _ChannelStats:
         return (channel_var.view(groups, -1) + spread).mean(dim=1)
 
 
-def _conv1x1_weight_t(conv: nn.Conv2d) -> Tensor:
-    """(d_out, d_in, 1, 1) conv weight as a (d_in, d_out) matrix for ``tokens @ w``."""
-    return conv.weight.flatten(1).t().contiguous()
+def _conv1x1_weight_t(conv: nn.Conv2d, dtype: torch.dtype) -> Tensor:
+    """(d_out, d_in, 1, 1) conv weight as a (d_in, d_out) matrix of ``dtype`` for ``tokens @ w``."""
+    return conv.weight.flatten(1).t().to(dtype).contiguous()
 
 
 def _norm_silu(x: Tensor, affine: tuple[Tensor, Tensor], work: _Workspace) -> Tensor:
@@ -154,8 +168,9 @@ class _Encoders:
         key_encoder: Encoder,
         rope: RotaryPositionEmbedding2d,
     ) -> None:
-        for name, enc in (('image', image_encoder), ('query', query_encoder), ('key', key_encoder)):
-            _check_fusable(f'the {name} encoder', enc)
+        reason = unfusable_reason(image_encoder, query_encoder, key_encoder, rope)
+        if reason is not None:
+            raise TypeError(f'the fused encoder path does not apply: {reason}')
         self.image, self.query, self.key, self.rope = (
             image_encoder,
             query_encoder,
@@ -163,6 +178,8 @@ class _Encoders:
             rope,
         )
         self.dim = query_encoder.first_layer.out_channels
+        #: float32, or float64 for a float64 model (see :func:`~.precision.compute_dtype`).
+        self.dtype = compute_dtype(image_encoder.first_layer.weight.dtype)
 
     def encode_one(
         self,
@@ -186,21 +203,21 @@ class _Encoders:
             slice(r * width, min(r + chunk_rows, height) * width)
             for r in range(0, height, chunk_rows)
         ]
-        self.work = _Workspace(chunk_rows * width, d, device)
+        self.work = _Workspace(chunk_rows * width, d, device, self.dtype)
 
-        tokens = image.float().permute(1, 2, 0).reshape(n, 3)
-        x, y, scratch = _token_maps(3, n, d, device, memory)
+        tokens = image.to(self.dtype).permute(1, 2, 0).reshape(n, 3)
+        x, y, scratch = _token_maps(3, n, d, device, memory, self.dtype)
         stats = self._first_layer(tokens, self.image.first_layer, x)
         *inner, last = self.image.blocks
         for block in inner:
             stats = self._residual_block(x, stats, block, y)
         q_stats = self._new_stats()
         k_stats = self._new_stats()
-        freqs = self.rope.freqs.float()
-        row_angles = self.rope.grid_coordinates(height, device)[:, None] * freqs[0]
-        col_angles = self.rope.grid_coordinates(width, device)[:, None] * freqs[1]
-        q0_t = _conv1x1_weight_t(self.query.first_layer)
-        k0_t = _conv1x1_weight_t(self.key.first_layer)
+        freqs = self.rope.freqs.to(self.dtype)
+        row_angles = self.rope.grid_coordinates(height, device, self.dtype)[:, None] * freqs[0]
+        col_angles = self.rope.grid_coordinates(width, device, self.dtype)[:, None] * freqs[1]
+        q0_t = _conv1x1_weight_t(self.query.first_layer, self.dtype)
+        k0_t = _conv1x1_weight_t(self.key.first_layer, self.dtype)
 
         def rope_then_project(rows: slice, e: Tensor) -> None:
             # The image encoder's output chunk gets its position encoding, then feeds the
@@ -231,10 +248,10 @@ class _Encoders:
         return [q.permute(1, 2, 0) for q in queries], keys
 
     def _new_stats(self) -> _ChannelStats:
-        return _ChannelStats(self.dim, len(self.rows), self.work.act.device)
+        return _ChannelStats(self.dim, len(self.rows), self.work.act.device, self.dtype)
 
     def _first_layer(self, tokens: Tensor, conv: nn.Conv2d, out: Tensor) -> _ChannelStats:
-        weight = _conv1x1_weight_t(conv)
+        weight = _conv1x1_weight_t(conv, self.dtype)
         stats = self._new_stats()
         for rows in self.rows:
             torch.mm(tokens[rows], weight, out=out[rows])
@@ -256,7 +273,7 @@ class _Encoders:
         statistics (empty if ``tail`` was given).
         """
         affine2 = self._block_first_half(x, stats, block, scratch)
-        w2 = _conv1x1_weight_t(block.conv2)
+        w2 = _conv1x1_weight_t(block.conv2, self.dtype)
         out_stats = self._new_stats()
         for rows in self.rows:
             x_rows = x[rows]
@@ -275,7 +292,7 @@ class _Encoders:
         ``stats`` are those of ``x``; the returned ``(scale, shift)`` make ``norm2(scratch)``
         equal to ``scratch * scale + shift``.
         """
-        w1 = _conv1x1_weight_t(block.conv1)
+        w1 = _conv1x1_weight_t(block.conv1, self.dtype)
         affine1 = stats.group_norm_affine(block.norm1, x, self.rows, self.work)
         mid_stats = self._new_stats()
         for rows in self.rows:
@@ -309,7 +326,7 @@ class _Encoders:
             self._residual_block(x, stats, block, scratch, tail=_no_statistics)
             return [_pool(x, height, width, size, copy=copy) for size in sizes]
         scale, shift = self._block_first_half(x, stats, block, scratch)
-        w2 = _conv1x1_weight_t(block.conv2)
+        w2 = _conv1x1_weight_t(block.conv2, self.dtype)
         for rows in self.rows:
             chunk = scratch[rows]  # a = SiLU(GroupNorm(conv1 output)), in place
             F.silu(torch.addcmul(shift, chunk, scale, out=chunk), inplace=True)
@@ -350,9 +367,14 @@ class _Encoders:
 
 
 def _token_maps(
-    count: int, tokens: int, dim: int, device: torch.device, memory: Tensor | None
+    count: int,
+    tokens: int,
+    dim: int,
+    device: torch.device,
+    memory: Tensor | None,
+    dtype: torch.dtype = torch.float32,
 ) -> list[Tensor]:
-    """``count`` float32 (tokens, dim) maps, carved from ``memory`` while it lasts."""
+    """``count`` (tokens, dim) maps of ``dtype``, carved from ``memory`` while it lasts."""
     size = tokens * dim
     spare = memory.view(-1) if memory is not None else None
     maps = []
@@ -360,7 +382,7 @@ def _token_maps(
         if spare is not None and spare.numel() >= (i + 1) * size:
             maps.append(spare[i * size : (i + 1) * size].view(tokens, dim))
         else:
-            maps.append(torch.empty(tokens, dim, dtype=torch.float32, device=device))
+            maps.append(torch.empty(tokens, dim, dtype=dtype, device=device))
     return maps
 
 
@@ -379,11 +401,117 @@ def _pool(tokens: Tensor, height: int, width: int, size: Size, copy: bool = Fals
     return grid.squeeze(0)
 
 
-def _check_fusable(name: str, encoder: Encoder) -> None:
-    if not isinstance(encoder.first_layer, nn.Conv2d) or encoder.first_layer.kernel_size != (1, 1):
-        raise TypeError(f'the fused path needs a 1x1 convolution first in {name}')
-    if not encoder.blocks:
-        raise TypeError(f'the fused path needs at least one residual block in {name}')
+def unfusable_reason(
+    image_encoder: Encoder,
+    query_encoder: Encoder,
+    key_encoder: Encoder,
+    rope: RotaryPositionEmbedding2d,
+) -> str | None:
+    """Why the fused path cannot stand in for these modules, or None when it can.
+
+    The fused path does not call the modules: it re-implements their forward from their
+    parameters. It does so for exactly this structure, checked in full, so that a changed
+    module never silently changes inference:
+
+    - each encoder is an :class:`~anyup_plugin.core.layers.Encoder` whose first layer is a
+      bias-free, ungrouped, stride-1, unpadded 1x1 ``nn.Conv2d`` (3 -> d for the image
+      encoder, d -> d for the others), followed by at least one
+      :class:`~anyup_plugin.core.layers.ResBlock`;
+    - each block's ``block`` is exactly ``GroupNorm(d) -> SiLU -> conv -> GroupNorm(d) ->
+      SiLU -> conv`` with such 1x1 convolutions (d -> d);
+    - ``rope`` is a :class:`~anyup_plugin.core.layers.RotaryPositionEmbedding2d` of width d;
+    - no module among them has forward hooks or pre-hooks (the fused path would skip them).
+
+    Module types are compared exactly: a subclass may compute something else. What the fused
+    path reads from the modules, it follows: the GroupNorms' groups, epsilon and affine
+    parameters (or their absence), every weight, and the number of blocks.
+
+    Returns:
+        A sentence naming the first module that differs and how, or None.
+    """
+    # The image encoder's first layer sets the width d that everything else must have.
+    reason = _encoder_difference('image_encoder', image_encoder, 3, None)
+    if reason is not None:
+        return reason
+    dim = image_encoder[0].out_channels
+    for name, encoder in (('query_encoder', query_encoder), ('key_encoder', key_encoder)):
+        reason = _encoder_difference(name, encoder, dim, dim)
+        if reason is not None:
+            return reason
+    if type(rope) is not RotaryPositionEmbedding2d:
+        return f'rope is a {type(rope).__name__}, not a RotaryPositionEmbedding2d'
+    if tuple(rope.freqs.shape) != (2, dim):
+        return f'rope.freqs has shape {tuple(rope.freqs.shape)}, not (2, {dim})'
+    modules = ('image_encoder', image_encoder), ('query_encoder', query_encoder)
+    for name, module in (*modules, ('key_encoder', key_encoder), ('rope', rope)):
+        for sub_name, sub in module.named_modules(prefix=name):
+            if sub._forward_hooks or sub._forward_pre_hooks:
+                return f'{sub_name} has forward hooks, which the fused path would not run'
+    return None
+
+
+#: The layers of a ResBlock's ``block``, in order: what the fused path implements.
+_BLOCK_LAYERS = (nn.GroupNorm, nn.SiLU, nn.Conv2d, nn.GroupNorm, nn.SiLU, nn.Conv2d)
+
+
+def _encoder_difference(
+    name: str, encoder: nn.Module, in_channels: int, dim: int | None
+) -> str | None:
+    """How ``encoder`` differs from what the fused path implements (None: it does not).
+
+    ``dim`` None takes the width from the first layer.
+    """
+    if type(encoder) is not Encoder:
+        return f'{name} is a {type(encoder).__name__}, not an Encoder'
+    if len(encoder) < 2:
+        return f'{name} has no residual block'
+    reason = _conv1x1_difference(f'{name}.0', encoder[0], in_channels, dim)
+    if reason is not None:
+        return reason
+    dim = encoder[0].out_channels
+    for i, block in enumerate(list(encoder)[1:], start=1):
+        where = f'{name}.{i}'
+        if type(block) is not ResBlock:
+            return f'{where} is a {type(block).__name__}, not a ResBlock'
+        layers = block.block
+        kinds = tuple(type(layer) for layer in layers)
+        if type(layers) is not nn.Sequential or kinds != _BLOCK_LAYERS:
+            names = ' -> '.join(k.__name__ for k in kinds)
+            return f'{where}.block is {names}, not GroupNorm -> SiLU -> Conv2d (twice)'
+        for j in (0, 3):
+            if layers[j].num_channels != dim:
+                return f'{where}.block.{j} normalises {layers[j].num_channels} channels, not {dim}'
+        for j in (2, 5):
+            reason = _conv1x1_difference(f'{where}.block.{j}', layers[j], dim, dim)
+            if reason is not None:
+                return reason
+    return None
+
+
+def _conv1x1_difference(
+    name: str, conv: nn.Module, in_channels: int, dim: int | None
+) -> str | None:
+    """How ``conv`` differs from a bias-free 1x1 convolution ``in_channels -> dim`` (any
+    width if ``dim`` is None)."""
+    if type(conv) is not nn.Conv2d:
+        return f'{name} is a {type(conv).__name__}, not an nn.Conv2d'
+    if conv.kernel_size != (1, 1):
+        return f'{name} has kernel size {conv.kernel_size}, not (1, 1)'
+    if conv.bias is not None:
+        return f'{name} has a bias'
+    if conv.stride != (1, 1):
+        return f'{name} has stride {conv.stride}, not (1, 1)'
+    # A 1x1 kernel makes 'same' padding zero and dilation irrelevant.
+    if conv.padding not in ((0, 0), 'valid', 'same'):
+        return f'{name} has padding {conv.padding}, not 0'
+    if conv.groups != 1:
+        return f'{name} has {conv.groups} groups, not 1'
+    if conv.in_channels != in_channels or conv.out_channels != (dim or conv.out_channels):
+        return (
+            f'{name} maps {conv.in_channels} -> {conv.out_channels} channels, '
+            f'not {in_channels} -> {dim or "d"}'
+        )
+    return None
 
 
 @torch.no_grad()
@@ -403,6 +531,7 @@ def fused_encoder_forward(
     Equal (up to floating-point order) to ``adaptive_avg_pool2d(query_encoder(e), size)``
     for every query size and ``adaptive_avg_pool2d(key_encoder(e), size)`` for every key
     size, with ``e = rope(image_encoder(image))``; the encoders run once for all sizes.
+    Computed in float32, or in float64 for float64 encoders (the image is cast to it).
 
     Args:
         image: (B, 3, H, W) guidance image.
@@ -414,25 +543,33 @@ def fused_encoder_forward(
         key_sizes: (h, w) sizes the keys are pooled to.
         chunk_tokens: Pixels per chunk (rounded down to whole image rows, at least one row);
             default: a cache-sized chunk on the CPU, a device-filling one on CUDA.
-        memory: Optional contiguous float32 memory, on the image's device, that the encoders
-            may use for their three (H*W, d) working maps as far as it reaches (at batch 1
-            an unpooled query map then stays in it). The caller can lend memory it is about
+        memory: Optional contiguous memory of the compute dtype (float32 for a float32
+            model), on the image's device, that the encoders may use for their three (H*W, d)
+            working maps as far as it reaches (at batch 1 an unpooled query map then stays in
+            it). The caller can lend memory it is about
             to overwrite, e.g. the output before the attention writes it: each fresh page
             costs a fault (on some machines as long as the work on it), and this way the
             output's pages are faulted in once for both uses.
 
     Returns:
         ``queries``, one (B, d, H', W') map per query size in channels-last memory format, and
-        ``keys``, one (B, d, h, w) map per key size, all float32. Keys never share ``memory``.
+        ``keys``, one (B, d, h, w) map per key size, all of the compute dtype. Keys never share
+        ``memory``.
+
+    Raises:
+        TypeError: The modules are not the structure the fused path implements (see
+            :func:`unfusable_reason`; callers that want the modules' result anyway run them).
     """
+    encoders = _Encoders(image_encoder, query_encoder, key_encoder, rope)
+    dtype = encoders.dtype
     if memory is not None and (
-        memory.dtype != torch.float32 or memory.device != image.device or not memory.is_contiguous()
+        memory.dtype != dtype or memory.device != image.device or not memory.is_contiguous()
     ):
         raise ValueError(
-            "memory must be a contiguous float32 tensor on the image's device, got "
+            f'memory must be a contiguous {str(dtype).removeprefix("torch.")} tensor on the '
+            "image's device, got "
             f'{memory.dtype} on {memory.device}'
         )
-    encoders = _Encoders(image_encoder, query_encoder, key_encoder, rope)
     if chunk_tokens is None:
         chunk_tokens = _CUDA_CHUNK_TOKENS if image.device.type == 'cuda' else _CPU_CHUNK_TOKENS
     if image.shape[0] == 1:
@@ -440,8 +577,8 @@ def fused_encoder_forward(
         queries, keys = encoders.encode_one(image[0], query_sizes, key_sizes, chunk_tokens, memory)
         return [q.unsqueeze(0).permute(0, 3, 1, 2) for q in queries], [k.unsqueeze(0) for k in keys]
     batch, d = image.shape[0], encoders.dim
-    queries = [image.new_empty(batch, *s, d, dtype=torch.float32) for s in query_sizes]
-    keys = [image.new_empty(batch, d, *s, dtype=torch.float32) for s in key_sizes]
+    queries = [image.new_empty(batch, *s, d, dtype=dtype) for s in query_sizes]
+    keys = [image.new_empty(batch, d, *s, dtype=dtype) for s in key_sizes]
     for b, img in enumerate(image):
         q_one, k_one = encoders.encode_one(img, query_sizes, key_sizes, chunk_tokens, memory)
         for out, value in zip(queries + keys, q_one + k_one):

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .checks import is_tracing
+from .precision import compute_dtype
 from .softmax_bounds import bound_is_free, softmax_needs_shift
 
 __all__ = [
@@ -170,17 +171,20 @@ class LearnedFeatureUnification(nn.Module):
         self.basis = nn.Parameter(torch.randn(out_channels, 1, kernel_size, kernel_size))
 
     def forward(self, features: Tensor) -> Tensor:
-        """(B, C, h, w) features, unit-normalised over C -> (B, d, h, w) descriptors (float32)."""
+        """(B, C, h, w) features, unit-normalised over C -> (B, d, h, w) descriptors.
+
+        The descriptors are float32, or float64 for a float64 basis.
+        """
         # The softmax runs over exponentials of responses: keep it in float32 under autocast.
         with torch.autocast(features.device.type, enabled=False):
-            return self._unify(features.float())
+            return self._unify(features.to(compute_dtype(self.basis.dtype)))
 
     def _unify(self, features: Tensor) -> Tensor:
         b, c, h, w = features.shape
         d, k = self.out_channels, self.kernel_size
         pad = k // 2
-        basis_t = self.basis.float().reshape(d, k * k).t()  # (k*k, d)
-        taps = _taps_inside(h, w, k, features.device)
+        basis_t = self.basis.to(features.dtype).reshape(d, k * k).t()  # (k*k, d)
+        taps = _taps_inside(h, w, k, features.device, features.dtype)
         inv_taps = 1 / taps.flatten()  # (h*w,)
         shift = True
         # Used with and without autograd alike, so that both give the same numbers: the key
@@ -225,10 +229,11 @@ class LearnedFeatureUnification(nn.Module):
         largest filter norm times the largest ``|x|``, over the square root of the fewest
         taps inside the image. (Unit-normalised features have ``max|x| <= 1``.)
         """
+        dtype = compute_dtype(self.basis.dtype, features.dtype)
         if taps is None:
-            taps = _taps_inside(*features.shape[-2:], self.kernel_size, features.device)
-        basis_norm = self.basis.detach().float().flatten(1).norm(dim=1).max()
-        largest = features.detach().abs().amax().float()
+            taps = _taps_inside(*features.shape[-2:], self.kernel_size, features.device, dtype)
+        basis_norm = self.basis.detach().to(dtype).flatten(1).norm(dim=1).max()
+        largest = features.detach().abs().amax().to(dtype)
         return float(basis_norm * largest / taps.min().sqrt())
 
     def _unify_pixels(
@@ -254,17 +259,42 @@ class LearnedFeatureUnification(nn.Module):
             resp = resp.sub_(top) if not resp.requires_grad else resp - top
         exp = resp.exp_() if not resp.requires_grad else resp.exp()
         # Output channel a averages group j's softmax over j: sum_j exp[a, j] / (C * sum[j]).
-        weights = (exp.sum(dim=1, keepdim=True) * c).reciprocal_().transpose(1, 2)
-        return torch.bmm(exp, weights).view(b, n, d)
+        weights = (exp.sum(dim=1, keepdim=True) * c).reciprocal_()  # (B*n, 1, C)
+        if is_tracing():
+            # The descriptors are about 1/d each, with deviations that can be 1e-3 of that
+            # (random weights, many channels), and the next GroupNorm scales the deviations up
+            # to unit size: a few float32 ulps here become 1e-4 of the model's output. PyTorch's
+            # product sums C terms in about one ulp, but an exporter's runtime may sum them one
+            # after another (ONNX Runtime fuses the transposed product into a kernel that does:
+            # 5x the error at C = 384). Summing in blocks of about sqrt(C) terms is as accurate
+            # as PyTorch whatever the runtime.
+            return _sum_in_blocks(exp * weights).view(b, n, d)
+        return torch.bmm(exp, weights.transpose(1, 2)).view(b, n, d)
 
 
-def _taps_inside(h: int, w: int, kernel_size: int, device: torch.device) -> Tensor:
+def _sum_in_blocks(x: Tensor) -> Tensor:
+    """(..., n) -> (...) sums over the last dim, as sums of blocks of about sqrt(n) terms.
+
+    However a runtime orders each sum, every sum then adds about ``2 sqrt(n)`` numbers.
+    """
+    n = x.shape[-1]
+    block = math.ceil(math.sqrt(n))
+    whole = n - n % block
+    if whole <= block:
+        return x.sum(dim=-1)
+    total = x[..., :whole].unflatten(-1, (whole // block, block)).sum(dim=-1).sum(dim=-1)
+    return total + x[..., whole:].sum(dim=-1) if whole < n else total
+
+
+def _taps_inside(
+    h: int, w: int, kernel_size: int, device: torch.device, dtype: torch.dtype = torch.float32
+) -> Tensor:
     """(h, w) number of a centred ``k x k`` filter's taps that fall inside an ``h x w`` map."""
     pad = kernel_size // 2
 
     def inside(n: int) -> Tensor:
         i = torch.arange(n, device=device)
-        return ((i + pad).clamp(max=n - 1) - (i - pad).clamp(min=0) + 1).float()
+        return ((i + pad).clamp(max=n - 1) - (i - pad).clamp(min=0) + 1).to(dtype)
 
     return inside(h)[:, None] * inside(w)[None, :]
 
@@ -299,13 +329,21 @@ class RotaryPositionEmbedding2d(nn.Module):
         return freqs * 2 * math.pi
 
     @staticmethod
-    def grid_coordinates(size: int, device: torch.device) -> Tensor:
-        """Coordinates ``i / (size - 1)`` in float32, (size,)."""
-        return torch.linspace(0, 1, size, device=device, dtype=torch.float32)
+    def grid_coordinates(
+        size: int, device: torch.device, dtype: torch.dtype = torch.float32
+    ) -> Tensor:
+        """Coordinates ``i / (size - 1)`` in ``dtype``, (size,)."""
+        return torch.linspace(0, 1, size, device=device, dtype=dtype)
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """float32, or float64 for float64 frequencies: the dtype of the angles and rotation."""
+        return compute_dtype(self.freqs.dtype)
 
     def angles(self, x: Tensor, y: Tensor) -> Tensor:
-        """Angles ``x * freqs[0] + y * freqs[1]`` in float32, shape ``broadcast(x, y) + (d,)``."""
-        freqs = self.freqs.float()
+        """Angles ``x * freqs[0] + y * freqs[1]`` in :attr:`compute_dtype`, shape
+        ``broadcast(x, y) + (d,)``."""
+        freqs = self.freqs.to(self.compute_dtype)
         return x[..., None] * freqs[0] + y[..., None] * freqs[1]
 
     @staticmethod
@@ -328,12 +366,14 @@ class RotaryPositionEmbedding2d(nn.Module):
         return out
 
     def forward(self, x: Tensor) -> Tensor:
-        """(B, d, H, W) -> (B, d, H, W) with positions encoded (math in float32)."""
+        """(B, d, H, W) -> (B, d, H, W) with positions encoded (math in :attr:`compute_dtype`)."""
         _, _, h, w = x.shape
+        dtype = self.compute_dtype
         angle = self.angles(
-            self.grid_coordinates(h, x.device)[:, None], self.grid_coordinates(w, x.device)[None]
+            self.grid_coordinates(h, x.device, dtype)[:, None],
+            self.grid_coordinates(w, x.device, dtype)[None],
         )
-        out = self.rotate(x.permute(0, 2, 3, 1).float(), angle.cos(), angle.sin())
+        out = self.rotate(x.permute(0, 2, 3, 1).to(dtype), angle.cos(), angle.sin())
         return out.permute(0, 3, 1, 2).to(x.dtype)
 
 

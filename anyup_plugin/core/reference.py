@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .checks import check_output_size
+from .precision import compute_dtype
 from .window_attention import window_bounds
 
 if TYPE_CHECKING:
@@ -45,7 +46,9 @@ def dense_window_attention_reference(
     head_dim = dim // num_heads
     q = queries.reshape(batch, out_h * out_w, num_heads, head_dim).transpose(1, 2)
     k = keys.reshape(batch, feat_h * feat_w, num_heads, head_dim).transpose(1, 2)
-    logits = (q @ k.transpose(-1, -2)).float()
+    # The softmax in float32 at least (float64 inputs stay float64).
+    logits = q @ k.transpose(-1, -2)
+    logits = logits.to(compute_dtype(logits.dtype))
     row_start, row_end = window_bounds(out_h, feat_h, window_ratio, queries.device)
     col_start, col_end = window_bounds(out_w, feat_w, window_ratio, queries.device)
     fr = torch.arange(feat_h, device=queries.device)

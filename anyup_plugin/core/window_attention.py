@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .checks import is_tracing
+from .precision import compute_dtype
 from .softmax_bounds import softmax_needs_shift
 
 Size = tuple[int, int]
@@ -385,7 +386,8 @@ def windowed_attention(
         window_ratio: Window half-size relative to the image; ``<= 0`` attends to all keys.
         num_heads: Number of heads; D is split evenly among them. Each head's logits are
             ``q_n . k_n`` (scale the queries beforehand), softmax over the window's keys is
-            taken in float32, and the heads' attention maps are averaged.
+            taken in float32 (float64 for float64 inputs), and the heads' attention maps are
+            averaged.
         query_transform: Optional per-query map, called as ``query_transform(q, out)`` on a
             tile's gathered queries (G, N, D_in); it returns (G, N, D), written into ``out``
             when ``out`` is not None (a reused buffer, given without autograd).
@@ -759,7 +761,7 @@ class _WindowColumns:
         self.key_count = layout.key_count
         self.key_bias = None
         if layout.key_padding is not None and mask_padded:
-            bias = torch.zeros(layout.key_padding.shape, dtype=torch.float32, device=keys.device)
+            bias = torch.zeros(layout.key_padding.shape, dtype=keys.dtype, device=keys.device)
             self.key_bias = bias.masked_fill_(layout.key_padding, float('-inf'))  # (G, K)
         self._padded_slots: dict[tuple[int, int, int], Tensor | None] = {}
         self.band = (0, 0)
@@ -890,8 +892,8 @@ def _head_averaged_softmax(
         queries: (G, N, D) queries, D split evenly among the heads.
         keys: (heads, G, K, D / heads) keys.
         bias: None, or (G, K, 1): 0 at real keys, -inf at padded ones.
-        buffers: Without autograd, compute the logits into a reused float32 buffer and
-            normalise it in place; None builds the graph with out-of-place operations.
+        buffers: Without autograd, compute the logits into a reused float32 (float64) buffer
+            and normalise it in place; None builds the graph with out-of-place operations.
         padded_slots: With ``buffers``, flat indices into the (G * K) key slots of the padded
             ones (repeats of a real key), or None.
         shift: With ``buffers``, whether to subtract each query's maximum logit before the
@@ -899,9 +901,12 @@ def _head_averaged_softmax(
             :mod:`anyup_plugin.core.softmax_bounds`).
 
     Returns:
-        (G, K, N) float32 attention maps: entry (g, k, n) is query n's weight of key k.
+        (G, K, N) attention maps, float32 (float64 for float64 queries or keys): entry
+        (g, k, n) is query n's weight of key k.
     """
     num_heads, groups, n_keys, head_dim = keys.shape
+    # Half-precision logits (autocast) are normalised in float32; float64 stays float64.
+    dtype = compute_dtype(queries.dtype, keys.dtype)
     heads = [
         (queries[..., h * head_dim : (h + 1) * head_dim].transpose(1, 2), keys[h])
         for h in range(num_heads)
@@ -913,14 +918,14 @@ def _head_averaged_softmax(
         return torch.baddbmm(bias.to(k.dtype), k, q, out=out)
 
     if buffers is None:
-        logits = torch.stack([logits_of(q, k) for q, k in heads]).float()
+        logits = torch.stack([logits_of(q, k) for q, k in heads]).to(dtype)
         return logits.softmax(dim=-2).mean(dim=0)
     # The tile's logits are its largest intermediate: one buffer, normalised in place, rather
     # than the stacked, float and softmax copies.
     shape = (num_heads, groups, n_keys, queries.shape[1])
-    logits = buffers.get('logits', shape, torch.float32)
+    logits = buffers.get('logits', shape, dtype)
     for h, (q, k) in enumerate(heads):
-        if q.dtype == torch.float32 and k.dtype == torch.float32:
+        if q.dtype == dtype and k.dtype == dtype:
             logits_of(q, k, out=logits[h])
         else:
             logits[h] = logits_of(q, k)
@@ -931,7 +936,7 @@ def _head_averaged_softmax(
         logits.view(num_heads, groups * n_keys, -1).index_fill_(1, padded_slots, 0.0)
     # The mean of the heads' softmaxes: sum_h exp_h / (heads * sum_h), one pass per head.
     weights = logits.sum(dim=-2, keepdim=True).mul_(num_heads).reciprocal_()
-    attn = torch.mul(logits[0], weights[0], out=buffers.get('attention', shape[1:], torch.float32))
+    attn = torch.mul(logits[0], weights[0], out=buffers.get('attention', shape[1:], dtype))
     for h in range(1, num_heads):
         attn.addcmul_(logits[h], weights[h])
     return attn
