@@ -264,10 +264,9 @@ class LearnedFeatureUnification(nn.Module):
             # The descriptors are about 1/d each, with deviations that can be 1e-3 of that
             # (random weights, many channels), and the next GroupNorm scales the deviations up
             # to unit size: a few float32 ulps here become 1e-4 of the model's output. PyTorch's
-            # product sums C terms in about one ulp, but an exporter's runtime may sum them one
-            # after another (ONNX Runtime fuses the transposed product into a kernel that does:
-            # 5x the error at C = 384). Summing in blocks of about sqrt(C) terms is as accurate
-            # as PyTorch whatever the runtime.
+            # product sums the C terms to about one ulp, an exporter's runtime may not (ONNX
+            # Runtime fuses the transposed product into a kernel with 5x the error at C = 384).
+            # Summing in blocks of about sqrt(C) terms is as accurate whatever the runtime.
             return _sum_in_blocks(exp * weights).view(b, n, d)
         return torch.bmm(exp, weights.transpose(1, 2)).view(b, n, d)
 
