@@ -222,3 +222,25 @@ def test_the_fallback_is_announced_once_per_reason(caplog):
         'fused encoder path does not apply (image_encoder.1.block is GroupNorm -> Tanh'
         in (messages[0])
     )
+
+
+@pytest.mark.parametrize(
+    'norm',
+    [nn.GroupNorm(8, 16, eps=0.05), nn.GroupNorm(2, 16), nn.GroupNorm(4, 16, affine=False)],
+    ids=['eps', 'groups', 'no-affine'],
+)
+def test_what_the_fused_path_reads_from_a_group_norm_is_followed(norm):
+    """A GroupNorm with another epsilon, group count or no affine parameters is still fused,
+    and inference still computes what the modules define."""
+    torch.manual_seed(0)
+    model = AnyUp(qk_dim=16, num_heads=2)
+    model.key_encoder[2].block[3] = norm
+    _randomise(model, torch.Generator().manual_seed(1))
+    model = model.double().eval()
+    assert unfusable_reason(*_encoders(model)) is None
+    image = torch.randn(1, 3, 12, 10, dtype=torch.float64)
+    features = torch.randn(1, 5, 3, 2, dtype=torch.float64)
+    with torch.no_grad():
+        inference = model(image, features)
+        reference = reference_upsample(model, image, features)
+    torch.testing.assert_close(inference, reference, rtol=1e-10, atol=1e-12)
