@@ -83,9 +83,10 @@ def test_window_bounds_are_those_of_float32_torch_arithmetic(ratio):
 
 
 def test_window_pair_count_counts_every_query_key_pair():
-    rows, cols = window_bounds(40, 5, 0.1), window_bounds(30, 4, 0.1)
-    expected = ((rows[1] - rows[0]).sum() * (cols[1] - cols[0]).sum()).item()
-    assert window_pair_count((40, 30), (5, 4), 0.1) == expected
+    # Worked by hand: 4x2 outputs over 2x2 features, half-size 0.25. Output row centres
+    # 1/8, 3/8, 5/8, 7/8 see feature rows [0, 1), [0, 2), [0, 2), [1, 2): 6 row pairs;
+    # column centres 1/4, 3/4 see [0, 1), [1, 2): 2 column pairs; 6 x 2 query-key pairs.
+    assert window_pair_count((4, 2), (2, 2), 0.25) == 12
     assert window_pair_count((6, 7), (3, 2), 0.0) == 6 * 7 * 3 * 2
 
 
