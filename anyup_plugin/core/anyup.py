@@ -37,10 +37,12 @@ from .layers import (
 )
 from .precision import compute_dtype
 from .softmax_bounds import bound_is_free
+from .triton_window_attention import check_triton_importable
 from .window_attention import (
     ATTENTION_KERNELS,
     DEFAULT_MAX_TILE_ELEMENTS,
     QueryBands,
+    resolve_attention_kernel,
     window_pair_count,
     windowed_attention,
 )
@@ -106,10 +108,15 @@ class AnyUp(nn.Module):
             attention.
         num_groups: GroupNorm groups in the residual blocks.
         max_tile_elements: Upper bound on the attention logits computed at once.
-        attention_kernel: How the attention's tiles are computed, one of
+        attention_kernel: How the attention is computed, one of
             :data:`~anyup_plugin.core.window_attention.ATTENTION_KERNELS`: ``'matmul'``
-            (the fewest multiply-adds, the fastest on the CPU) or ``'sdpa'`` (PyTorch's fused
-            scaled-dot-product kernels, per head). Both are exact.
+            tiles (the fewest multiply-adds, the fastest on the CPU), ``'sdpa'`` tiles
+            (PyTorch's fused scaled-dot-product kernels, per head), ``'triton'`` (fused
+            Triton kernels on CUDA, with a Triton backward; not yet run on GPU hardware) or
+            ``'auto'`` (the default, ``'matmul'`` for now, see
+            :func:`~anyup_plugin.core.window_attention.resolve_attention_kernel`). All are
+            exact. ``'triton'`` needs triton installed (checked here) and CUDA tensors
+            (checked at the first call).
 
     Example:
         >>> model = AnyUp.from_pretrained('anyup_multi_backbone').eval()
@@ -130,7 +137,7 @@ class AnyUp(nn.Module):
         window_ratio: float = 0.1,
         num_groups: int = 8,
         max_tile_elements: int = DEFAULT_MAX_TILE_ELEMENTS,
-        attention_kernel: str = 'matmul',
+        attention_kernel: str = 'auto',
     ) -> None:
         super().__init__()
         if qk_dim % num_heads != 0 or qk_dim % 4 != 0:
@@ -143,6 +150,8 @@ class AnyUp(nn.Module):
             raise ValueError(
                 f'attention_kernel must be one of {ATTENTION_KERNELS}, got {attention_kernel!r}'
             )
+        if attention_kernel == 'triton':
+            check_triton_importable()
         self.attention_kernel = attention_kernel
         self.qk_dim = qk_dim
         self.num_heads = num_heads
@@ -419,8 +428,9 @@ class AnyUp(nn.Module):
         if isinstance(queries, Tensor):
             queries = queries.permute(0, 2, 3, 1)
         logit_bound = None
-        # The attention uses a bound only without autograd.
-        if bound_is_free(keys.device) and not torch.is_grad_enabled():
+        kernel = resolve_attention_kernel(self.attention_kernel, keys.device)
+        # The tiles use a bound only without autograd; the Triton kernel never does.
+        if bound_is_free(keys.device) and not torch.is_grad_enabled() and kernel != 'triton':
             logit_bound = self._logit_bound(q_weight, q_bias, keys)
         out = windowed_attention(
             queries,
@@ -432,7 +442,7 @@ class AnyUp(nn.Module):
             max_tile_elements=self.max_tile_elements,
             out=None if out is None else out.permute(0, 2, 3, 1),
             logit_bound=logit_bound,
-            kernel=self.attention_kernel,
+            kernel=kernel,
         )
         return out.permute(0, 3, 1, 2)
 

@@ -79,6 +79,7 @@ from .precision import compute_dtype
 __all__ = [
     'TRITON_INPUT_PRECISIONS',
     'check_triton_can_run',
+    'check_triton_importable',
     'triton_is_available',
     'triton_windowed_attention',
 ]
@@ -115,6 +116,15 @@ def _interpreting() -> bool:
     return os.environ.get('TRITON_INTERPRET', '0') == '1'
 
 
+def check_triton_importable() -> None:
+    """Raises ``ImportError`` naming the other attention kernels unless triton imports."""
+    if not triton_is_available():
+        raise ImportError(
+            "attention_kernel='triton' needs the triton package, which does not import; "
+            f'install triton or use {_ALTERNATIVES}'
+        )
+
+
 def check_triton_can_run(device: torch.device) -> None:
     """Raises unless the Triton kernels can run on ``device``.
 
@@ -122,11 +132,7 @@ def check_triton_can_run(device: torch.device) -> None:
         ImportError: ``triton`` does not import.
         RuntimeError: ``device`` is not a CUDA device and Triton's interpreter is off.
     """
-    if not triton_is_available():
-        raise ImportError(
-            "attention_kernel='triton' needs the triton package, which does not import; "
-            f'install triton or use {_ALTERNATIVES}'
-        )
+    check_triton_importable()
     if device.type != 'cuda' and not _interpreting():
         raise RuntimeError(
             f"attention_kernel='triton' cannot run on {device.type} tensors: Triton runs on "

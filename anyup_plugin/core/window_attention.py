@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from .checks import is_tracing
 from .precision import compute_dtype
 from .softmax_bounds import softmax_needs_shift
+from .triton_window_attention import triton_is_available, triton_windowed_attention
 
 Size = tuple[int, int]
 
@@ -43,9 +44,11 @@ QueryTransform = Callable[[Tensor, 'Tensor | None'], Tensor]
 
 __all__ = [
     'ATTENTION_KERNELS',
+    'AUTO_USES_TRITON',
     'DEFAULT_MAX_TILE_ELEMENTS',
     'AxisGroups',
     'QueryBands',
+    'resolve_attention_kernel',
     'window_bounds',
     'window_groups',
     'window_pair_count',
@@ -80,7 +83,20 @@ QUERY_BAND_ELEMENTS = 2**23
 #:   full-width features as every head's values, then the mean over heads. Exact as well
 #:   (averaging attention maps commutes with the value product) at ``num_heads`` times the
 #:   value multiply-adds, for the fused kernels of accelerators.
-ATTENTION_KERNELS = ('matmul', 'sdpa')
+#: - ``'triton'``: fused Triton kernels, no tiles
+#:   (:mod:`~anyup_plugin.core.triton_window_attention`): per block of queries, every head's
+#:   logits against exactly the keys of its window, the softmaxes, their mean and the value
+#:   product, each output written once; exact (IEEE float32 products), with a Triton
+#:   backward. CUDA tensors only (CPU tensors under Triton's interpreter,
+#:   ``TRITON_INTERPRET=1``, for tests); the query transform runs on the whole query map
+#:   first; while tracing, the ``'matmul'`` tiles run instead. Not yet run on GPU hardware.
+#: - ``'auto'`` (the default): ``'matmul'`` for now; ``'triton'`` on CUDA (when triton
+#:   imports) once the Triton kernel has been run on a GPU (see
+#:   :func:`resolve_attention_kernel`).
+ATTENTION_KERNELS = ('auto', 'matmul', 'sdpa', 'triton')
+
+#: Whether ``'auto'`` picks the Triton kernel on CUDA: not until it has run on a GPU.
+AUTO_USES_TRITON = False
 
 #: float32 has a 24-bit significand.
 _FLOAT32_SIGNIFICAND_BITS = 24
@@ -362,6 +378,28 @@ class QueryBands:
         return self.rows(0, self.shape[1])
 
 
+def resolve_attention_kernel(kernel: str, device: torch.device) -> str:
+    """The attention kernel ``kernel`` stands for on ``device``.
+
+    ``'auto'`` is ``'triton'`` on CUDA when triton imports and :data:`AUTO_USES_TRITON` is
+    set, ``'matmul'`` otherwise; every other name stands for itself.
+
+    Args:
+        kernel: One of :data:`ATTENTION_KERNELS`.
+        device: Where the attention runs.
+
+    Returns:
+        ``'matmul'``, ``'sdpa'`` or ``'triton'``.
+    """
+    if kernel not in ATTENTION_KERNELS:
+        raise ValueError(f'kernel must be one of {ATTENTION_KERNELS}, got {kernel!r}')
+    if kernel != 'auto':
+        return kernel
+    if AUTO_USES_TRITON and device.type == 'cuda' and triton_is_available():
+        return 'triton'
+    return 'matmul'
+
+
 def windowed_attention(
     queries: Tensor | QueryBands,
     keys: Tensor,
@@ -372,7 +410,7 @@ def windowed_attention(
     max_tile_elements: int = DEFAULT_MAX_TILE_ELEMENTS,
     out: Tensor | None = None,
     logit_bound: float | None = None,
-    kernel: str = 'matmul',
+    kernel: str = 'auto',
 ) -> Tensor:
     """Head-averaged softmax attention of every output pixel over its feature window.
 
@@ -398,14 +436,28 @@ def windowed_attention(
             ``query_transform``), key and head. Without autograd, a bound within
             :data:`~anyup_plugin.core.softmax_bounds.MAX_UNSHIFTED_LOGIT` lets the softmax skip its
             maximum subtraction.
-        kernel: How each tile is computed, one of :data:`ATTENTION_KERNELS`.
+        kernel: How the attention is computed, one of :data:`ATTENTION_KERNELS` (see
+            :func:`resolve_attention_kernel` for ``'auto'``). ``'triton'`` applies
+            ``query_transform`` to the whole query map at once, ignores ``max_tile_elements``
+            and ``logit_bound``, and outside tracing needs a CUDA device (or Triton's
+            interpreter); while tracing the ``'matmul'`` tiles run instead.
 
     Returns:
         (B, H', W', C) attention output, the convex combination of window values (``out`` if
         given).
+
+    Raises:
+        ImportError: ``kernel='triton'`` without triton.
+        RuntimeError: ``kernel='triton'`` on a device Triton cannot run on.
     """
-    if kernel not in ATTENTION_KERNELS:
-        raise ValueError(f'kernel must be one of {ATTENTION_KERNELS}, got {kernel!r}')
+    kernel = resolve_attention_kernel(kernel, queries.device)
+    if kernel == 'triton':
+        if not is_tracing():
+            return _triton_attention(
+                queries, keys, values, window_ratio, num_heads, query_transform, out
+            )
+        # Compilers and exporters cannot take the Triton launches: the tiles compute the same.
+        kernel = 'matmul'
     batch, out_h, out_w, _ = queries.shape
     feat_h, feat_w = keys.shape[1:3]
     rows = window_groups(out_h, feat_h, window_ratio)
@@ -514,6 +566,46 @@ def windowed_attention(
         if isinstance(queries, QueryBands):
             queries.release_before(q_end)
     return output if output is not None else torch.cat(pieces, dim=1)
+
+
+def _triton_attention(
+    queries: Tensor | QueryBands,
+    keys: Tensor,
+    values: Tensor,
+    window_ratio: float,
+    num_heads: int,
+    query_transform: QueryTransform | None,
+    out: Tensor | None,
+) -> Tensor:
+    """:func:`windowed_attention` by the fused Triton kernels.
+
+    The query transform runs once on the whole (B, H'W', D_in) map (in PyTorch, which also
+    carries its gradient): the kernels take projected queries. Memory is one projected query
+    map more than the tiles hold.
+    """
+    if isinstance(queries, QueryBands):
+        queries = queries.to_tensor()
+    if query_transform is not None:
+        batch, out_h, out_w, dim_in = queries.shape
+        flat = queries.reshape(batch, out_h * out_w, dim_in)
+        queries = query_transform(flat, None).view(batch, out_h, out_w, -1)
+    differentiable = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (queries, keys, values)
+    )
+    if out is not None and differentiable:
+        raise ValueError('out= is only supported without autograd and outside tracing')
+    autocast = torch.is_autocast_enabled(values.device.type)
+    out_dtype = values.dtype if autocast else torch.result_type(values, keys)
+    if out is not None and not out.is_contiguous():
+        # The kernels write contiguous (B, H', W', C) rows.
+        return out.copy_(
+            triton_windowed_attention(
+                queries, keys, values, window_ratio, num_heads, out_dtype=out_dtype
+            )
+        )
+    return triton_windowed_attention(
+        queries, keys, values, window_ratio, num_heads, out=out, out_dtype=out_dtype
+    )
 
 
 def _tile_shape(

@@ -32,8 +32,9 @@ def add_anyup_config(cfg: CfgNode) -> CfgNode:
       backbone is always frozen.
     * ``WINDOW_RATIO``: AnyUp's attention window relative to the image; ``None`` (the
       default) keeps the checkpoint's (stored beside trained exports, else 0.1).
-    * ``ATTENTION_KERNEL``: how AnyUp computes its attention, ``'matmul'`` (the default) or
-      ``'sdpa'`` (PyTorch's fused kernels, for GPUs); both exact.
+    * ``ATTENTION_KERNEL``: how AnyUp computes its attention, ``'auto'`` (the default, today
+      ``'matmul'``), ``'matmul'``, ``'sdpa'`` (PyTorch's fused kernels, for GPUs) or
+      ``'triton'`` (fused Triton kernels, CUDA only, not yet run on GPU hardware); all exact.
 
     ``MODEL.TIMM`` (the ``build_frozen_timm_backbone`` bottom-up):
 
@@ -72,7 +73,7 @@ def add_anyup_config(cfg: CfgNode) -> CfgNode:
     cfg.MODEL.ANYUP.FROZEN = True
     cfg.MODEL.ANYUP.FREEZE_BOTTOM_UP = True
     cfg.MODEL.ANYUP.WINDOW_RATIO = None
-    cfg.MODEL.ANYUP.ATTENTION_KERNEL = 'matmul'
+    cfg.MODEL.ANYUP.ATTENTION_KERNEL = 'auto'
 
     cfg.MODEL.TIMM = CfgNode()
     cfg.MODEL.TIMM.NAME = 'vit_small_patch14_dinov2.lvd142m'

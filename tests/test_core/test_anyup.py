@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from pathlib import Path
 
@@ -212,7 +213,19 @@ def test_bf16_autocast_on_cpu_is_close_to_float32():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
-@pytest.mark.parametrize('kernel', ['matmul', 'sdpa'])
+@pytest.mark.parametrize(
+    'kernel',
+    [
+        'matmul',
+        'sdpa',
+        pytest.param(
+            'triton',
+            marks=pytest.mark.skipif(
+                importlib.util.find_spec('triton') is None, reason='needs triton'
+            ),
+        ),
+    ],
+)
 def test_cuda_matches_cpu(published, golden, kernel):
     case = golden['cases'][0]
     model = AnyUp(window_ratio=case['window_ratio'], attention_kernel=kernel)
@@ -237,13 +250,31 @@ def test_cuda_matches_cpu(published, golden, kernel):
         ({'window_ratio': float('nan')}, 'window_ratio must be finite, got nan'),
         (
             {'attention_kernel': 'flash'},
-            r"attention_kernel must be one of \('matmul', 'sdpa'\), got 'flash'",
+            r"attention_kernel must be one of \('auto', 'matmul', 'sdpa', 'triton'\), got 'flash'",
         ),
     ],
 )
 def test_constructor_rejects_bad_hyperparameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
         AnyUp(**kwargs)
+
+
+def test_triton_kernel_without_triton_fails_at_construction(monkeypatch):
+    from anyup_plugin.core import triton_window_attention
+
+    monkeypatch.setattr(triton_window_attention, 'triton_is_available', lambda: False)
+    with pytest.raises(ImportError, match=r"needs the triton package.*'matmul', 'sdpa' or 'auto'"):
+        AnyUp(qk_dim=16, num_heads=2, attention_kernel='triton')
+    AnyUp(qk_dim=16, num_heads=2, attention_kernel='auto')  # 'auto' never needs it
+
+
+@pytest.mark.skipif(importlib.util.find_spec('triton') is None, reason='needs triton')
+def test_triton_kernel_on_cpu_tensors_fails_at_the_first_call(monkeypatch):
+    """Without Triton's interpreter a CPU tensor cannot run the kernel: the call says so."""
+    monkeypatch.delenv('TRITON_INTERPRET', raising=False)
+    model = AnyUp(qk_dim=16, num_heads=2, attention_kernel='triton').eval()
+    with torch.no_grad(), pytest.raises(RuntimeError, match=r"cannot run on cpu tensors.*'sdpa'"):
+        model(torch.randn(1, 3, 16, 16), torch.randn(1, 4, 2, 2))
 
 
 @pytest.fixture(scope='module')

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from anyup_plugin.core import window_attention
 from anyup_plugin.core.reference import dense_window_attention_reference
 from anyup_plugin.core.window_attention import (
     QueryBands,
+    resolve_attention_kernel,
     window_bounds,
     window_groups,
     windowed_attention,
@@ -121,8 +123,36 @@ def test_sdpa_kernel_gradients_match_dense_reference():
 
 def test_unknown_kernel_is_rejected():
     q, k, v = _random_qkv(1, (8, 8), (2, 2), 8, 3)
-    with pytest.raises(ValueError, match=r"kernel must be one of \('matmul', 'sdpa'\), got 'x'"):
+    with pytest.raises(
+        ValueError, match=r"kernel must be one of \('auto', 'matmul', 'sdpa', 'triton'\), got 'x'"
+    ):
         windowed_attention(q, k, v, 0.1, 2, kernel='x')
+
+
+def test_auto_kernel_is_matmul_until_triton_is_tried(monkeypatch):
+    cpu, cuda = torch.device('cpu'), torch.device('cuda')
+    for device in (cpu, cuda):
+        assert resolve_attention_kernel('auto', device) == 'matmul'
+        for name in ('matmul', 'sdpa', 'triton'):
+            assert resolve_attention_kernel(name, device) == name
+    # Once the kernel has run on a GPU, 'auto' takes it on CUDA where triton imports.
+    monkeypatch.setattr(window_attention, 'AUTO_USES_TRITON', True)
+    monkeypatch.setattr(window_attention, 'triton_is_available', lambda: True)
+    assert resolve_attention_kernel('auto', cuda) == 'triton'
+    assert resolve_attention_kernel('auto', cpu) == 'matmul'
+    monkeypatch.setattr(window_attention, 'triton_is_available', lambda: False)
+    assert resolve_attention_kernel('auto', cuda) == 'matmul'
+
+
+def test_triton_kernel_runs_the_tiles_while_tracing(monkeypatch):
+    """Compilers and exporters cannot take the Triton launches: traced calls use the
+    'matmul' tiles (here on the CPU, where the kernel itself would refuse to run)."""
+    monkeypatch.delenv('TRITON_INTERPRET', raising=False)
+    monkeypatch.setattr(window_attention, 'is_tracing', lambda: True)
+    q, k, v = _random_qkv(1, (12, 10), (3, 4), 8, 3)
+    out = windowed_attention(q, k, v, 0.1, 2, kernel='triton')
+    ref = dense_window_attention_reference(q, k, v, 0.1, 2)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 
 def _max_abs_logit(q, k, heads):

@@ -24,6 +24,7 @@ if os.environ.get('TRITON_INTERPRET') != '1':
     )
 pytest.importorskip('triton', reason='the Triton kernel needs the triton package')
 
+from anyup_plugin import AnyUp
 from anyup_plugin.core import triton_window_attention as twa
 from anyup_plugin.core.reference import (
     dense_window_attention_reference,
@@ -162,26 +163,64 @@ def golden() -> dict:
     return torch.load(GOLDEN, weights_only=True)
 
 
-@pytest.mark.parametrize('case_index', range(5))
-def test_golden_cases_through_the_kernel(golden, case_index, monkeypatch):
-    """The published model's outputs with the kernel as its attention, within the golden
-    tolerance: the reference pipeline with its dense attention swapped for the kernel."""
-    from anyup_plugin import AnyUp
-    from anyup_plugin.core import reference
-
-    case = golden['cases'][case_index]
+def _published(golden, kernel: str) -> AnyUp:
     config = golden['config']
-    model = AnyUp(config['qk_dim'], config['num_heads'], config['kernel_size_lfu'])
-    model.load_state_dict(golden['state_dict'])
-    model.eval().window_ratio = case['window_ratio']
-    monkeypatch.setattr(
-        reference, 'dense_window_attention_reference', twa.triton_windowed_attention
+    model = AnyUp(
+        config['qk_dim'], config['num_heads'], config['kernel_size_lfu'], attention_kernel=kernel
     )
-    with torch.no_grad():
-        out = reference_upsample(model, case['image'], case['features'], case['output_size'])
-    out, expected = out[:, case['channel_index']], case['expected']
+    model.load_state_dict(golden['state_dict'])
+    return model.eval()
+
+
+@pytest.mark.parametrize(
+    ('case_index', 'grad'),
+    [(0, False), (1, False), (2, False), (3, False), (4, False), (1, True), (2, True)],
+)
+def test_golden_cases_with_the_triton_kernel(golden, case_index, grad):
+    """AnyUp(attention_kernel='triton') on the published model's outputs, within the golden
+    tolerance: the query transform on the whole map, then the kernels (autograd: the
+    autograd function)."""
+    case = golden['cases'][case_index]
+    model = _published(golden, 'triton')
+    model.window_ratio = case['window_ratio']
+    with torch.set_grad_enabled(grad):
+        out = model(case['image'], case['features'], case['output_size'])
+    out, expected = out[:, case['channel_index']].detach(), case['expected']
     assert out.shape == expected.shape
     rel = ((out - expected).norm() / expected.norm()).item()
     max_abs = ((out - expected).abs().max() / expected.abs().max()).item()
     assert rel <= 1e-4, f'relative Frobenius error {rel:.2e}'
     assert max_abs <= 1e-3, f'max abs error {max_abs:.2e} of max |expected|'
+
+
+def test_training_gradients_match_the_tiles(golden):
+    """Gradients of every parameter and of the features through the Triton backward equal
+    those through the 'matmul' tiles (autograd all the way)."""
+    case = golden['cases'][2]
+    grads = {}
+    for kernel in ('triton', 'matmul'):
+        model = _published(golden, kernel)
+        model.window_ratio = case['window_ratio']
+        features = case['features'].clone().requires_grad_()
+        out = model(case['image'], features, case['output_size'])
+        weights = torch.linspace(-1, 1, out.numel()).view(out.shape)
+        (out * weights).sum().backward()
+        grads[kernel] = {'features': features.grad}
+        grads[kernel].update({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+    assert grads['triton'].keys() == grads['matmul'].keys() and len(grads['triton']) > 10
+    for name, grad in grads['matmul'].items():
+        torch.testing.assert_close(grads['triton'][name], grad, rtol=1e-3, atol=1e-5, msg=name)
+
+
+def test_float64_model_stays_float64(golden):
+    """A float64 model through the kernels equals the float64 dense reference to float64
+    rounding (float32 anywhere would leave ~1e-7)."""
+    case = golden['cases'][1]
+    model = _published(golden, 'triton').double()
+    image, features = case['image'].double(), case['features'].double()
+    with torch.no_grad():
+        out = model(image, features, case['output_size'])
+        expected = reference_upsample(model, image, features, case['output_size'])
+    assert out.dtype == torch.float64
+    rel = ((out - expected).norm() / expected.norm()).item()
+    assert rel <= 1e-10, f'relative error {rel:.2e}'

@@ -59,7 +59,7 @@ def test_add_anyup_config_defaults_and_yaml_twins():
     assert anyup.BOTTOM_UP == 'build_frozen_timm_backbone' and anyup.UPSAMPLER == 'anyup'
     assert anyup.IN_FEATURES == ['feat0'] and anyup.STRIDES == [1]
     assert anyup.FROZEN and anyup.FREEZE_BOTTOM_UP and anyup.WINDOW_RATIO is None
-    assert anyup.ATTENTION_KERNEL == 'matmul'
+    assert anyup.ATTENTION_KERNEL == 'auto'
     assert cfg.MODEL.TIMM.LAYERS == [-1] and cfg.MODEL.TIMM.APPLY_NORM
     assert cfg.MODEL.TIMM.CHECKPOINT == '' and anyup.CHECKPOINT == ''
     classes = {'ade20k': 151, 'coco_stuff27': 27, 'voc2012': 21}
