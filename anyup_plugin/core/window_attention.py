@@ -581,7 +581,8 @@ def _triton_attention(
 
     The query transform runs once on the whole (B, H'W', D_in) map (in PyTorch, which also
     carries its gradient): the kernels take projected queries. Memory is one projected query
-    map more than the tiles hold.
+    map more than the tiles hold. Under autocast, queries, keys and values enter the kernels
+    in autocast's dtype and the output keeps the values' dtype.
     """
     if isinstance(queries, QueryBands):
         queries = queries.to_tensor()
@@ -594,8 +595,14 @@ def _triton_attention(
     )
     if out is not None and differentiable:
         raise ValueError('out= is only supported without autograd and outside tracing')
-    autocast = torch.is_autocast_enabled(values.device.type)
+    device_type = values.device.type
+    autocast = torch.is_autocast_enabled(device_type)
     out_dtype = values.dtype if autocast else torch.result_type(values, keys)
+    if autocast:
+        # The kernels' products are matrix products, which autocast runs in its dtype (the
+        # tiles' batched products do): the fast mode, softmax and sums still in float32.
+        low = torch.get_autocast_dtype(device_type)
+        queries, keys, values = (t.to(low) for t in (queries, keys, values))
     if out is not None and not out.is_contiguous():
         # The kernels write contiguous (B, H', W', C) rows.
         return out.copy_(
