@@ -240,3 +240,29 @@ def test_autocast_is_the_fast_mode(golden):
     rel = ((out - expected).norm() / expected.norm()).item()
     # float32 kernels land at 2e-6, float16 ones at about 5e-4.
     assert 5e-5 < rel < 0.05, f'relative Frobenius error {rel:.2e}'
+
+
+def test_windowed_attention_dispatches_to_the_kernels():
+    """windowed_attention(kernel='triton'): the query transform on the whole map (bands
+    joined), results into a contiguous or strided ``out``; ``out`` refused under autograd."""
+    from anyup_plugin.core.window_attention import QueryBands, windowed_attention
+
+    q, k, v = _random_qkv(1, (10, 12), (4, 5), 16, 6)
+    proj = torch.nn.Linear(16, 16)
+
+    def transform(x, out):
+        return proj(x)
+
+    with torch.no_grad():
+        ref = dense_window_attention_reference(proj(q), k, v, 0.1, 2)
+        bands = QueryBands([q[:, :3], q[:, 3:]])
+        out = windowed_attention(bands, k, v, 0.1, 2, query_transform=transform, kernel='triton')
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        strided = torch.empty(1, 6, 10, 12).permute(0, 2, 3, 1)  # channels-last, not contiguous
+        result = windowed_attention(
+            q, k, v, 0.1, 2, query_transform=transform, out=strided, kernel='triton'
+        )
+        assert result is strided
+        torch.testing.assert_close(strided, ref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match='out= is only supported without autograd'):
+        windowed_attention(q, k, v, 0.1, 2, query_transform=transform, out=strided, kernel='triton')
