@@ -117,8 +117,12 @@ def test_input_normalisation_is_undone():
 def test_old_config_name_builds_the_backbone_and_warns_once():
     from mmseg.registry import MODELS
 
+    # _scope_: as a config's default_scope does; the process's current scope is whichever
+    # runner ran last in this test session.
     with pytest.warns(DeprecationWarning) as record:
-        backbone = MODELS.build(dict(type='FrozenTimmBackbone', **TINY_VIT, layers=[0]))
+        backbone = MODELS.build(
+            dict(type='FrozenTimmBackbone', _scope_='mmseg', **TINY_VIT, layers=[0])
+        )
     messages = [str(w.message) for w in record if w.category is DeprecationWarning]
     assert messages == [
         'FrozenTimmBackbone was renamed FrozenTimmMMSegBackbone; the old name is deprecated and '
@@ -128,4 +132,5 @@ def test_old_config_name_builds_the_backbone_and_warns_once():
     assert backbone.out_channels == [384]
     with warnings.catch_warnings():
         warnings.simplefilter('error', DeprecationWarning)
-        MODELS.build(dict(type='FrozenTimmMMSegBackbone', **TINY_VIT))  # the new name: silent
+        # The new name: silent.
+        MODELS.build(dict(type='FrozenTimmMMSegBackbone', _scope_='mmseg', **TINY_VIT))
