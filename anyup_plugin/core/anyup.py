@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -23,11 +24,13 @@ from .checks import (
     check_same_batch_and_device,
     is_tracing,
 )
+from .device_budget import device_profile
 from .fused_encoder import fused_encoder_forward, unfusable_reason
 from .hub import (
     PUBLISHED_CHECKPOINTS,
     load_pretrained,
 )
+from .ieee_float32 import ieee_float32
 from .layers import (
     CrossAttentionBlock,
     Encoder,
@@ -117,6 +120,18 @@ class AnyUp(nn.Module):
             :func:`~anyup_plugin.core.window_attention.resolve_attention_kernel`). All are
             exact. ``'triton'`` needs triton installed (checked here) and CUDA tensors
             (checked at the first call).
+        allow_tf32: Let CUDA compute float32 convolutions and matrix products in TF32 as the
+            global flags say (cuDNN's convolutions do by default), about 1e-3 relative error.
+            By default (``False``) every call on CUDA runs within
+            :func:`~anyup_plugin.core.ieee_float32.ieee_float32`, IEEE float32 throughout,
+            the flags restored afterwards. Under ``torch.compile`` the flags in force at
+            compile time apply: compile and run within ``ieee_float32()`` for exactness.
+        finite_check_waits: On CUDA, check the inputs for NaN and infinities with one
+            host-device synchronisation per call and raise a ``ValueError`` naming the bad
+            input. By default (``False``) the check is an asynchronous device assertion, no
+            synchronisation, that fails at a later CUDA call and leaves the CUDA context
+            unusable (see :func:`~anyup_plugin.core.checks.check_all_finite`). The CPU
+            always raises the ``ValueError``.
 
     Example:
         >>> model = AnyUp.from_pretrained('anyup_multi_backbone').eval()
@@ -138,6 +153,8 @@ class AnyUp(nn.Module):
         num_groups: int = 8,
         max_tile_elements: int = DEFAULT_MAX_TILE_ELEMENTS,
         attention_kernel: str = 'auto',
+        allow_tf32: bool = False,
+        finite_check_waits: bool = False,
     ) -> None:
         super().__init__()
         if qk_dim % num_heads != 0 or qk_dim % 4 != 0:
@@ -153,6 +170,8 @@ class AnyUp(nn.Module):
         if attention_kernel == 'triton':
             check_triton_importable()
         self.attention_kernel = attention_kernel
+        self.allow_tf32 = allow_tf32
+        self.finite_check_waits = finite_check_waits
         self.qk_dim = qk_dim
         self.num_heads = num_heads
         self.window_ratio = float(window_ratio)
@@ -217,7 +236,23 @@ class AnyUp(nn.Module):
             One (B, C_i, H'_i, W'_i) map per input map.
         """
         maps, sizes = self._check_inputs(image, features, output_size, names)
-        run = run_stage or _run_stage
+        with self.float32_scope(image.device):
+            return self._upsample_checked(image, maps, sizes, run_stage or _run_stage)
+
+    def float32_scope(self, device: torch.device) -> contextlib.AbstractContextManager[None]:
+        """The context a call on ``device`` runs in: IEEE float32 on CUDA unless TF32 is allowed.
+
+        :func:`~anyup_plugin.core.ieee_float32.ieee_float32` on CUDA (outside tracing) when
+        :attr:`allow_tf32` is false; otherwise nothing (TF32 does not exist on the CPU).
+        """
+        if device.type != 'cuda' or self.allow_tf32 or is_tracing():
+            return contextlib.nullcontext()
+        return ieee_float32()
+
+    def _upsample_checked(
+        self, image: Tensor, maps: list[Tensor], sizes: list[Size], run: StageRunner
+    ) -> list[Tensor]:
+        """:meth:`upsample_maps` after the inputs are checked."""
         query_sizes = list(dict.fromkeys(sizes))
         key_sizes = list(dict.fromkeys(tuple(f.shape[-2:]) for f in maps))
         lender, lender_out, lent = self._output_to_lend(image, maps, sizes)
@@ -305,7 +340,8 @@ class AnyUp(nn.Module):
         for feats, name in zip(maps, names):
             check_feature_map(feats, name, values=False)
             check_same_batch_and_device(image, feats, 'image', name)
-        check_all_finite([(image, 'image'), *zip(maps, names)])
+        wait = image.device.type == 'cpu' or self.finite_check_waits
+        check_all_finite([(image, 'image'), *zip(maps, names)], wait=wait)
         sizes = check_output_sizes(output_size, len(maps), image.shape[-2:])
         self._check_result_fits(image, maps, sizes)
         return maps, sizes
@@ -334,9 +370,10 @@ class AnyUp(nn.Module):
         """Stage ``encoders``: the image, query and key encoders at full resolution.
 
         Under ``torch.no_grad`` (and outside tracing) the fused, chunked path runs (see
-        :mod:`anyup_plugin.core.fused_encoder`) if the encoders have the structure it
-        implements (:func:`~anyup_plugin.core.fused_encoder.unfusable_reason`; a warning says
-        once why not); otherwise the modules themselves.
+        :mod:`anyup_plugin.core.fused_encoder`), except on CUDA when the modules' whole maps
+        fit in memory (:mod:`anyup_plugin.core.device_budget`), if the encoders have the
+        structure it implements (:func:`~anyup_plugin.core.fused_encoder.unfusable_reason`; a
+        warning says once why not); otherwise the modules themselves.
 
         Args:
             image: (B, 3, H, W) guidance.
@@ -350,7 +387,11 @@ class AnyUp(nn.Module):
             One (B, d, H', W') query map per query size and one (B, d, h, w) key map per key
             size.
         """
-        if not torch.is_grad_enabled() and not is_tracing():
+        if (
+            not torch.is_grad_enabled()
+            and not is_tracing()
+            and not self._encoder_modules_fit(image)
+        ):
             encoders = (self.image_encoder, self.query_encoder, self.key_encoder, self.rope)
             reason = unfusable_reason(*encoders)
             if reason is None:
@@ -365,6 +406,16 @@ class AnyUp(nn.Module):
             [F.adaptive_avg_pool2d(query_map, size) for size in query_sizes],
             [F.adaptive_avg_pool2d(key_map, size) for size in key_sizes],
         )
+
+    def _encoder_modules_fit(self, image: Tensor) -> bool:
+        """Whether the device runs the encoder modules on whole maps of this (B, 3, H, W) image.
+
+        On CUDA the modules are a few dozen kernels where the fused path's chunks are hundreds.
+        """
+        profile = device_profile(image.device)
+        dtype = compute_dtype(*(p.dtype for p in self.image_encoder.parameters()))
+        elements = image.shape[0] * self.qk_dim * image.shape[-2] * image.shape[-1]
+        return profile.encoder_modules_fit(image.device, elements, dtype.itemsize)
 
     def refine_queries(self, queries: Tensor) -> Tensor | QueryBands:
         """Stage ``query conv``: (B, d, H', W') -> (B, d, H', W') channels-last.

@@ -52,16 +52,27 @@ def check_finite(x: Tensor, name: str) -> None:
     check_all_finite([(x, name)])
 
 
-def check_all_finite(named: Sequence[tuple[Tensor, str]]) -> None:
+def check_all_finite(named: Sequence[tuple[Tensor, str]], wait: bool | None = None) -> None:
     """Raises if any tensor holds NaN or infinite values, naming the first that does.
 
-    All tensors are tested with one host-device synchronisation (one on the error path per
-    tensor); skipped while tracing, where the values are not known.
+    On the CPU (or with ``wait=True``) all tensors are tested with one host-device
+    synchronisation (one on the error path per tensor) and a ``ValueError`` names the
+    offending tensor. On other devices the default (``wait=None``) never synchronises: the
+    test is queued as an asynchronous device assertion (``torch._assert_async``) naming all
+    the tensors, which fails at a later CUDA call and, as every device-side assertion, leaves
+    the CUDA context unusable; pass ``wait=True`` for the clear error at the cost of one
+    synchronisation. Skipped while tracing, where the values are not known.
     """
     floats = [(x, name) for x, name in named if x.is_floating_point()]
     if not floats or is_tracing():
         return
     flags = torch.stack([torch.isfinite(x).all() for x, _ in floats])
+    if wait is None:
+        wait = floats[0][0].device.type == 'cpu'
+    if not wait:
+        names = ', '.join(name for _, name in floats)
+        torch._assert_async(flags.all(), f'AnyUp: one of {names} contains NaN or infinite value(s)')
+        return
     if bool(flags.all()):
         return
     for x, name in floats:
@@ -187,11 +198,14 @@ def _is_one_size(size: object) -> bool:
 def available_memory_bytes(device: torch.device) -> int | None:
     """Bytes a new allocation can take on ``device``, or None where that is not known.
 
-    CUDA: the device's free memory. CPU (Linux): ``MemAvailable`` of ``/proc/meminfo``.
+    CUDA: the device's free memory plus what PyTorch's caching allocator holds but does not
+    use (reserved minus allocated), which a new tensor reuses. CPU (Linux): ``MemAvailable``
+    of ``/proc/meminfo``.
     """
     if device.type == 'cuda':
         free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(free) + max(0, int(cached))
     if device.type == 'cpu':
         try:
             with open('/proc/meminfo') as meminfo:

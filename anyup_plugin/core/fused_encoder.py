@@ -12,9 +12,12 @@ buffers (a fresh allocation per chunk costs page faults as large as the work).
 
 The maths is that of the modules (``ResBlock``, ``RotaryPositionEmbedding2d``); only the order
 of floating-point operations differs. It is used under ``torch.no_grad``; with gradients
-enabled AnyUp runs the modules themselves. The modules are not called, so their structure is
-checked in full first (:func:`unfusable_reason`): AnyUp runs the modules whenever it is not
-the one implemented here, rather than compute something else.
+enabled AnyUp runs the modules themselves, and on CUDA it runs them on whole maps (a few
+dozen kernels) whenever they fit in memory (see :mod:`anyup_plugin.core.device_budget`): this
+path, with device-filling chunks, is then left to images too large for that. The modules
+are not called, so their structure is checked in full first (:func:`unfusable_reason`): AnyUp
+runs the modules whenever it is not the one implemented here, rather than compute something
+else.
 """
 
 from __future__ import annotations
@@ -25,16 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .device_budget import device_profile
 from .layers import Encoder, ResBlock, RotaryPositionEmbedding2d
 from .precision import compute_dtype
 
 __all__ = ['fused_encoder_forward', 'unfusable_reason']
 
-#: Tokens (pixels) per chunk on the CPU: 4096 x d = 128 float32 is 2 MiB, so a chunk and its
-#: products stay in cache between the normalisation, SiLU, matrix product and statistics.
-_CPU_CHUNK_TOKENS = 4096
-#: Tokens per chunk on CUDA: 2**17 keeps each kernel launch large enough to fill the device.
-_CUDA_CHUNK_TOKENS = 1 << 17
 #: A GroupNorm group's variance comes from float32 sums of squares (relative error about
 #: 1e-6); below this fraction of the group's mean square the subtraction would lose more than
 #: 1e-4 of it, and the variance is recomputed from the centred map instead.
@@ -542,7 +541,9 @@ def fused_encoder_forward(
         query_sizes: (H', W') sizes the queries are pooled to.
         key_sizes: (h, w) sizes the keys are pooled to.
         chunk_tokens: Pixels per chunk (rounded down to whole image rows, at least one row);
-            default: a cache-sized chunk on the CPU, a device-filling one on CUDA.
+            default: the device's
+            (:attr:`~anyup_plugin.core.device_budget.DeviceProfile.encoder_chunk_tokens`: a
+            cache-sized chunk on the CPU, a device-filling one on CUDA).
         memory: Optional contiguous memory of the compute dtype (float32 for a float32
             model), on the image's device, that the encoders may use for their three (H*W, d)
             working maps as far as it reaches (at batch 1 an unpooled query map then stays in
@@ -571,7 +572,7 @@ def fused_encoder_forward(
             f'{memory.dtype} on {memory.device}'
         )
     if chunk_tokens is None:
-        chunk_tokens = _CUDA_CHUNK_TOKENS if image.device.type == 'cuda' else _CPU_CHUNK_TOKENS
+        chunk_tokens = device_profile(image.device).encoder_chunk_tokens
     if image.shape[0] == 1:
         # Hand the maps over as they are rather than copying them.
         queries, keys = encoders.encode_one(image[0], query_sizes, key_sizes, chunk_tokens, memory)

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .checks import is_tracing
+from .device_budget import CPU_PROFILE, device_profile
 from .precision import compute_dtype
 from .softmax_bounds import bound_is_free, softmax_needs_shift
 
@@ -123,14 +124,14 @@ class Encoder(nn.Sequential):
         return list(self)[1:]
 
 
-#: Responses (pixels x C x d float32 numbers) the feature unification computes at once: 2**18
-#: (1 MiB) keeps a chunk's responses and their exponentials in a core's L2 cache through the
-#: softmax's passes, while the matrix product that makes them still has thousands of rows.
-LFU_CHUNK_ELEMENTS = 2**18
+#: Responses (pixels x C x d float32 numbers) the feature unification computes at once on
+#: the CPU (cache-sized, see :data:`~anyup_plugin.core.device_budget.CPU_PROFILE`); CUDA takes
+#: whole maps within a memory budget.
+LFU_CHUNK_ELEMENTS = CPU_PROFILE.lfu_chunk_elements
 
-#: Neighbourhood patches (C x k x k per pixel) unfolded at once by the feature unification:
-#: 2**22 (16 MiB of float32) bounds that copy at any C and image width.
-LFU_PATCH_ELEMENTS = 2**22
+#: Neighbourhood patches (C x k x k per pixel) unfolded at once by the feature unification on
+#: the CPU: 2**22 (16 MiB of float32) bounds that copy at any C and image width.
+LFU_PATCH_ELEMENTS = CPU_PROFILE.lfu_patch_elements
 
 
 class LearnedFeatureUnification(nn.Module):
@@ -156,11 +157,13 @@ class LearnedFeatureUnification(nn.Module):
     Args:
         out_channels: Number of basis filters ``d``.
         kernel_size: Basis filter size ``k`` (odd).
-        max_chunk_elements: Upper bound on the ``pixels * C * d`` responses computed at once.
+        max_chunk_elements: Upper bound on the ``pixels * C * d`` responses computed at once;
+            default: the device's (:func:`~anyup_plugin.core.device_budget.device_profile`:
+            :data:`LFU_CHUNK_ELEMENTS` on the CPU, whole maps within a memory budget on CUDA).
     """
 
     def __init__(
-        self, out_channels: int, kernel_size: int = 5, max_chunk_elements: int = LFU_CHUNK_ELEMENTS
+        self, out_channels: int, kernel_size: int = 5, max_chunk_elements: int | None = None
     ) -> None:
         super().__init__()
         if kernel_size % 2 != 1:
@@ -194,8 +197,19 @@ class LearnedFeatureUnification(nn.Module):
         # Channels-last and zero-padded, so that every tap's shifted view is one slice; in
         # channels-last memory, since the patch copy then reads runs of channels (30 % faster).
         padded = F.pad(features, (pad, pad, pad, pad)).permute(0, 2, 3, 1).contiguous()
-        strip_rows = max(1, LFU_PATCH_ELEMENTS // (b * c * k * k * w))
-        chunk = max(1, self.max_chunk_elements // (b * c * d))
+        # Cache-sized pieces on the CPU; on CUDA whole maps as far as memory allows, since
+        # every piece costs a dozen kernel launches.
+        profile = device_profile(features.device)
+        size = features.element_size()
+        patch_elements = profile.chunk_elements(profile.lfu_patch_elements, features.device, size)
+        chunk_elements = self.max_chunk_elements
+        if chunk_elements is None:
+            chunk_elements = profile.chunk_elements(
+                profile.lfu_chunk_elements, features.device, size
+            )
+        strip_rows = max(1, patch_elements // (b * c * k * k * w))
+        # No larger than a strip: the response buffer is allocated at the chunk's size.
+        chunk = max(1, min(chunk_elements // (b * c * d), min(strip_rows, h) * w))
         # Without autograd the patches and responses go into buffers reused by every strip
         # and chunk: fresh ones cost page faults comparable to the work on them.
         reuse = not torch.is_grad_enabled() and not is_tracing()
