@@ -350,7 +350,7 @@ def main() -> None:
         '--attention-kernel',
         choices=ATTENTION_KERNELS,
         default='matmul',
-        help="AnyUp's attention_kernel (see anyup_plugin.core.window_attention)",
+        help="AnyUp's attention_kernel (see anyup_plugin.core.attention)",
     )
     parser.add_argument(
         '--published-repo',

@@ -14,6 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .attention import (
+    ATTENTION_KERNELS,
+    DEFAULT_MAX_TILE_ELEMENTS,
+    QueryBands,
+    check_triton_importable,
+    resolve_attention_kernel,
+    window_pair_count,
+    windowed_attention,
+)
 from .checkpoints import check_state_dict_fits
 from .checks import (
     check_all_finite,
@@ -40,15 +49,6 @@ from .layers import (
 )
 from .precision import compute_dtype
 from .softmax_bounds import bound_is_free
-from .triton_window_attention import check_triton_importable
-from .window_attention import (
-    ATTENTION_KERNELS,
-    DEFAULT_MAX_TILE_ELEMENTS,
-    QueryBands,
-    resolve_attention_kernel,
-    window_pair_count,
-    windowed_attention,
-)
 
 __all__ = ['PUBLISHED_CHECKPOINTS', 'STAGES', 'AnyUp', 'StageRunner']
 
@@ -96,7 +96,7 @@ class AnyUp(nn.Module):
 
     The output is, at every pixel, a convex combination of the input feature vectors within a
     local window, so it stays in the encoder's feature space. Attention is computed only over
-    each query's window (see :mod:`anyup_plugin.core.window_attention`) and tiled, so memory
+    each query's window (see :mod:`anyup_plugin.core.attention`) and tiled, so memory
     stays bounded at any output size. Under ``torch.no_grad`` the full-resolution encoders
     run a fused, chunked path (see :mod:`anyup_plugin.core.fused_encoder`); with gradients
     enabled the standard modules run, so training and fine-tuning work as usual.
@@ -112,12 +112,12 @@ class AnyUp(nn.Module):
         num_groups: GroupNorm groups in the residual blocks.
         max_tile_elements: Upper bound on the attention logits computed at once.
         attention_kernel: How the attention is computed, one of
-            :data:`~anyup_plugin.core.window_attention.ATTENTION_KERNELS`: ``'matmul'``
+            :data:`~anyup_plugin.core.attention.ATTENTION_KERNELS`: ``'matmul'``
             tiles (the fewest multiply-adds, the fastest on the CPU), ``'sdpa'`` tiles
             (PyTorch's fused scaled-dot-product kernels, per head), ``'triton'`` (fused
             Triton kernels on CUDA, with a Triton backward; not yet run on GPU hardware) or
             ``'auto'`` (the default, ``'matmul'`` for now, see
-            :func:`~anyup_plugin.core.window_attention.resolve_attention_kernel`). All are
+            :func:`~anyup_plugin.core.attention.resolve_attention_kernel`). All are
             exact. ``'triton'`` needs triton installed (checked here) and CUDA tensors
             (checked at the first call).
         allow_tf32: Let CUDA compute float32 convolutions and matrix products in TF32 as the

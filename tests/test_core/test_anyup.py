@@ -260,9 +260,9 @@ def test_constructor_rejects_bad_hyperparameters(kwargs, match):
 
 
 def test_triton_kernel_without_triton_fails_at_construction(monkeypatch):
-    from anyup_plugin.core import triton_window_attention
+    from anyup_plugin.core.attention import triton as triton_kernel
 
-    monkeypatch.setattr(triton_window_attention, 'triton_is_available', lambda: False)
+    monkeypatch.setattr(triton_kernel, 'triton_is_available', lambda: False)
     with pytest.raises(ImportError, match=r"needs the triton package.*'matmul', 'sdpa' or 'auto'"):
         AnyUp(qk_dim=16, num_heads=2, attention_kernel='triton')
     AnyUp(qk_dim=16, num_heads=2, attention_kernel='auto')  # 'auto' never needs it

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from anyup_plugin import AnyUp
+from anyup_plugin.core.attention import window_bounds, window_pair_count
 from anyup_plugin.core.layers import LearnedFeatureUnification
-from anyup_plugin.core.window_attention import window_bounds, window_pair_count
 
 
 def _dense_unification(basis: torch.Tensor, features: torch.Tensor) -> torch.Tensor:

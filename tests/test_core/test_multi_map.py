@@ -113,13 +113,13 @@ def test_an_output_that_cannot_fit_fails_before_allocating(model):
 
 def test_maps_sharing_an_output_size_share_query_bands(model, monkeypatch):
     """Bands of 3 output rows: the maps of one size each read every band before any is freed."""
-    from anyup_plugin.core import window_attention
+    from anyup_plugin.core.attention import queries
 
     image, maps = _maps(seed=1)
     sizes = [(14, 21), (14, 21), (30, 50), (14, 21)]
     with torch.no_grad():
         whole = model(image, maps, output_size=sizes)
-        monkeypatch.setattr(window_attention, 'QUERY_BAND_ELEMENTS', 2 * 3 * 21 * model.qk_dim)
+        monkeypatch.setattr(queries, 'QUERY_BAND_ELEMENTS', 2 * 3 * 21 * model.qk_dim)
         banded = model(image, maps, output_size=sizes)
         alone = [model(image, f, output_size=s) for f, s in zip(maps, sizes)]
     for out, single, ref in zip(banded, alone, whole):

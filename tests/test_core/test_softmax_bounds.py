@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 
+from anyup_plugin.core.attention import windowed_attention
 from anyup_plugin.core.softmax_bounds import (
     MAX_UNSHIFTED_LOGIT,
     bound_is_free,
     softmax_needs_shift,
 )
-from anyup_plugin.core.window_attention import windowed_attention
 
 
 @pytest.mark.parametrize(
@@ -28,7 +28,7 @@ def test_unshifted_softmax_at_the_limit_equals_the_shifted_one():
 
     One-hot values make the attention output the softmax weights themselves. The bound
     ``MAX_UNSHIFTED_LOGIT`` tells :func:`windowed_attention` to skip the maximum (that it is
-    taken at its word is checked in test_window_attention.py); the reference is a float64
+    taken at its word is checked in test_attention/test_tiles.py); the reference is a float64
     softmax, which cannot overflow here.
     """
     g = torch.Generator().manual_seed(0)

@@ -1,58 +1,38 @@
-"""AnyUp's windowed cross-attention, computed only over each query's window.
+"""The PyTorch tiles of the windowed attention: the ``'matmul'`` and ``'sdpa'`` kernels.
 
-Output pixel ``(i, j)`` of an ``H' x W'`` output attends to feature rows
-``[floor(clamp(y - r, 0, 1) * h), ceil(clamp(y + r, 0, 1) * h))`` with ``y = (i + 0.5) / H'``
-and to the analogous columns. The window is a rectangle whose rows depend only on ``i`` and
-whose columns depend only on ``j``. Consecutive output rows with the same feature-row range
-form a *row group*, likewise for columns; all queries of one (row group, column group) block
-share exactly the same keys. The attention is therefore computed block by block as small dense
-matrix products over exactly those keys: no ``H'W' x hw`` mask or logit matrix ever exists.
-Blocks of one row group are batched together (column groups padded to the widest one, padded
-keys masked, padded queries dropped), and row groups are split into tiles so that the largest
-intermediate stays under a fixed element budget at any output size. Without autograd on the
-CPU a tile is a run of column groups over enough rows for efficient matrix products, small
-enough for the softmax's passes to stay in cache (see :data:`CPU_CACHE_TILE_ELEMENTS`).
+The attention is computed block by block (a row group of :func:`~.geometry.window_groups`
+against column groups) as small dense matrix products over exactly the keys of the block's
+window: no ``H'W' x hw`` mask or logit matrix ever exists. Blocks of one row group are batched
+together (column groups padded to the widest one, padded keys masked, padded queries dropped),
+and row groups are split into tiles so that the largest intermediate stays under a fixed
+element budget at any output size. Without autograd on the CPU a tile is a run of column
+groups over enough rows for efficient matrix products, small enough for the softmax's passes
+to stay in cache (see :data:`CPU_CACHE_TILE_ELEMENTS`).
 
-The windows are computed in plain Python (emulating the float32 arithmetic the published
-models were trained with), so the layout is fixed by the shapes alone: the forward has no
-data-dependent control flow and traces with ``torch.export`` and ``torch.compile``. The dense
-masked formulation of the published code, the parity reference, is
-:func:`anyup_plugin.core.reference.dense_window_attention_reference`.
+The layout is fixed by the shapes alone, so the forward has no data-dependent control flow
+and traces with ``torch.export`` and ``torch.compile``.
 """
 
 from __future__ import annotations
 
-import bisect
-import functools
 import math
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from .checks import is_tracing
-from .precision import compute_dtype
-from .softmax_bounds import softmax_needs_shift
-from .triton_window_attention import triton_is_available, triton_windowed_attention
-
-Size = tuple[int, int]
-
-#: ``query_transform(q, out)``: (G, N, D_in) queries -> (G, N, D), into ``out`` unless None.
-QueryTransform = Callable[[Tensor, 'Tensor | None'], Tensor]
+from ..checks import is_tracing
+from ..precision import compute_dtype
+from ..softmax_bounds import softmax_needs_shift
+from .geometry import AxisGroups, window_groups
+from .queries import QueryBands, QueryTransform
 
 __all__ = [
-    'ATTENTION_KERNELS',
-    'AUTO_USES_TRITON',
+    'CPU_CACHE_TILE_ELEMENTS',
     'DEFAULT_MAX_TILE_ELEMENTS',
-    'AxisGroups',
-    'QueryBands',
-    'resolve_attention_kernel',
-    'window_bounds',
-    'window_groups',
-    'window_pair_count',
-    'windowed_attention',
+    'MIN_TILE_QUERIES',
+    'tiled_attention',
 ]
 
 #: Logits (queries x keys x heads, float32) computed at once: a tile's logits are its largest
@@ -71,393 +51,24 @@ CPU_CACHE_TILE_ELEMENTS = 2**21
 #: run far from the matrix-multiply rate. Tiles take fewer column groups instead.
 MIN_TILE_QUERIES = 128
 
-#: Elements per band of :class:`QueryBands` (32 MiB of float32): small against the map at
-#: large sizes, large enough for the convolution to run at its full rate.
-QUERY_BAND_ELEMENTS = 2**23
 
-#: How a tile's attention is computed:
-#:
-#: - ``'matmul'``: the heads' logits as batched matrix products, their softmaxes averaged
-#:   into one map per tile, then one value product with that map (the fewest multiply-adds).
-#: - ``'sdpa'``: :func:`torch.nn.functional.scaled_dot_product_attention` per head with the
-#:   full-width features as every head's values, then the mean over heads. Exact as well
-#:   (averaging attention maps commutes with the value product) at ``num_heads`` times the
-#:   value multiply-adds, for the fused kernels of accelerators.
-#: - ``'triton'``: fused Triton kernels, no tiles
-#:   (:mod:`~anyup_plugin.core.triton_window_attention`): per block of queries, every head's
-#:   logits against exactly the keys of its window, the softmaxes, their mean and the value
-#:   product, each output written once; exact (IEEE float32 products), with a Triton
-#:   backward. CUDA tensors only (CPU tensors under Triton's interpreter,
-#:   ``TRITON_INTERPRET=1``, for tests); the query transform runs on the whole query map
-#:   first; while tracing, the ``'matmul'`` tiles run instead. Not yet run on GPU hardware.
-#: - ``'auto'`` (the default): ``'matmul'`` for now; ``'triton'`` on CUDA (when triton
-#:   imports) once the Triton kernel has been run on a GPU (see
-#:   :func:`resolve_attention_kernel`).
-ATTENTION_KERNELS = ('auto', 'matmul', 'sdpa', 'triton')
-
-#: Whether ``'auto'`` picks the Triton kernel on CUDA: not until it has run on a GPU.
-AUTO_USES_TRITON = False
-
-#: float32 has a 24-bit significand.
-_FLOAT32_SIGNIFICAND_BITS = 24
-
-
-def _float32(x: float) -> float:
-    """``x`` rounded to the nearest float32 (ties to even), as a Python float.
-
-    One IEEE operation on float32 operands, done in float64 and rounded once to float32,
-    gives the float32 result exactly (53 >= 2 * 24 + 2 bits), so chaining this after every
-    operation reproduces float32 arithmetic in plain Python.
-    """
-    if x == 0 or not math.isfinite(x):
-        return x
-    mantissa, exponent = math.frexp(x)
-    scaled = round(mantissa * (1 << _FLOAT32_SIGNIFICAND_BITS))  # exact, ties to even
-    return math.ldexp(scaled, exponent - _FLOAT32_SIGNIFICAND_BITS)
-
-
-@torch.compiler.assume_constant_result
-def _axis_window_bounds(
-    out_size: int, in_size: int, window_ratio: float
-) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """``(start, end)`` feature indices of every output index, in emulated float32.
-
-    A function of its arguments alone: compilers evaluate it at trace time and keep the
-    result as a constant instead of tracing the Python loop.
-    """
-    return _axis_window_bounds_cached(out_size, in_size, window_ratio)
-
-
-@functools.lru_cache(maxsize=256)
-def _axis_window_bounds_cached(
-    out_size: int, in_size: int, window_ratio: float
-) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    if window_ratio <= 0:
-        return (0,) * out_size, (in_size,) * out_size
-    ratio, size_out, size_in = _float32(window_ratio), float(out_size), float(in_size)
-    starts, ends = [], []
-    for i in range(out_size):
-        centre = _float32((i + 0.5) / size_out)
-        low = min(max(_float32(centre - ratio), 0.0), 1.0)
-        high = min(max(_float32(centre + ratio), 0.0), 1.0)
-        starts.append(math.floor(_float32(low * size_in)))
-        ends.append(math.ceil(_float32(high * size_in)))
-    return tuple(starts), tuple(ends)
-
-
-def window_bounds(
-    out_size: int, in_size: int, window_ratio: float, device: torch.device | str = 'cpu'
-) -> tuple[Tensor, Tensor]:
-    """Feature index range ``[start, end)`` seen by every output index along one axis.
-
-    The bounds are computed in float32, as the published models were trained with; float64
-    would pick a different window for some boundary pixels.
-
-    Args:
-        out_size: Output length ``H'``.
-        in_size: Feature length ``h``.
-        window_ratio: Window half-size relative to the image; ``<= 0`` means the whole axis.
-        device: Device of the returned tensors.
-
-    Returns:
-        ``(start, end)``, two int64 tensors of shape (out_size,).
-    """
-    start, end = _axis_window_bounds(int(out_size), int(in_size), float(window_ratio))
-    return (
-        torch.tensor(start, dtype=torch.long, device=device),
-        torch.tensor(end, dtype=torch.long, device=device),
-    )
-
-
-@dataclass(frozen=True)
-class AxisGroups:
-    """Runs of consecutive output indices that share one feature window along an axis.
-
-    Attributes:
-        query_start, query_end: Output index range ``[start, end)`` of each group.
-        key_start, key_end: Feature index range ``[start, end)`` of each group.
-    """
-
-    query_start: list[int]
-    query_end: list[int]
-    key_start: list[int]
-    key_end: list[int]
-
-    def __len__(self) -> int:
-        return len(self.query_start)
-
-    @property
-    def max_queries(self) -> int:
-        return max(e - s for s, e in zip(self.query_start, self.query_end))
-
-    @property
-    def max_keys(self) -> int:
-        return max(e - s for s, e in zip(self.key_start, self.key_end))
-
-    def split(self, max_queries: int) -> AxisGroups:
-        """Splits groups wider than ``max_queries`` into near-equal parts with the same keys.
-
-        Border groups are often twice as wide as the others; splitting them keeps the padding
-        of a batched layout small without changing which keys any query sees.
-        """
-        qs, qe, ks, ke = [], [], [], []
-        for start, end, k0, k1 in zip(
-            self.query_start, self.query_end, self.key_start, self.key_end
-        ):
-            parts = -(-(end - start) // max_queries)
-            bounds = [start + (end - start) * i // parts for i in range(parts + 1)]
-            qs += bounds[:-1]
-            qe += bounds[1:]
-            ks += [k0] * parts
-            ke += [k1] * parts
-        return AxisGroups(qs, qe, ks, ke)
-
-    def balanced_width(self, cost_per_group: float = 2.0) -> int:
-        """The split width minimising padded queries plus a per-group overhead."""
-        sizes = [e - s for s, e in zip(self.query_start, self.query_end)]
-
-        def cost(width: int) -> float:
-            parts = sum(-(-n // width) for n in sizes)
-            return parts * (width + cost_per_group)
-
-        return min(range(1, max(sizes) + 1), key=cost)
-
-    @property
-    def keys_padded(self) -> bool:
-        """Whether some group has fewer keys than the widest one."""
-        return any(e - s != self.max_keys for s, e in zip(self.key_start, self.key_end))
-
-    def padded_indices(self, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
-        """Gather indices padded to the widest group.
-
-        Returns:
-            ``query_index`` (G, Q) output indices (padding repeats the group's last index),
-            ``key_index`` (G, K) feature indices (padding repeats the last key) and
-            ``key_valid`` (G, K) whether each padded key slot is real.
-        """
-
-        def padded(starts: list[int], ends: list[int], width: int) -> tuple[Tensor, Tensor]:
-            start = torch.tensor(starts, device=device)[:, None]
-            count = torch.tensor(ends, device=device)[:, None] - start
-            offset = torch.arange(width, device=device)[None, :]
-            return start + torch.minimum(offset, count - 1), offset < count
-
-        query_index, _ = padded(self.query_start, self.query_end, self.max_queries)
-        key_index, key_valid = padded(self.key_start, self.key_end, self.max_keys)
-        return query_index, key_index, key_valid
-
-
-def window_groups(out_size: int, in_size: int, window_ratio: float) -> AxisGroups:
-    """Groups the output indices of one axis by their feature window (see :class:`AxisGroups`)."""
-    start, end = _axis_window_bounds(int(out_size), int(in_size), float(window_ratio))
-    first = [0] + [
-        i for i in range(1, out_size) if start[i] != start[i - 1] or end[i] != end[i - 1]
-    ]
-    return AxisGroups(
-        query_start=first,
-        query_end=first[1:] + [out_size],
-        key_start=[start[i] for i in first],
-        key_end=[end[i] for i in first],
-    )
-
-
-def window_pair_count(out_size: Size, in_size: Size, window_ratio: float) -> int:
-    """Number of (query, key) pairs the windows hold: the attention's exact work.
-
-    Args:
-        out_size: Output (H', W').
-        in_size: Feature (h, w).
-        window_ratio: As in :func:`windowed_attention`.
-
-    Returns:
-        ``sum over output pixels of the keys in their window``.
-    """
-    per_axis = []
-    for n_out, n_in in zip(out_size, in_size):
-        start, end = _axis_window_bounds(int(n_out), int(n_in), float(window_ratio))
-        per_axis.append(sum(e - s for s, e in zip(start, end)))
-    return per_axis[0] * per_axis[1]
-
-
-class QueryBands:
-    """A (B, H', W', D) query map held as bands of whole rows, released front to back.
-
-    The attention walks the output rows top to bottom; with the queries in bands it drops each
-    band once past it, while the output fills up, so the two never exist in full at once (at
-    1024 px and 384 channels that is 0.5 of 2 GiB).
-
-    Args:
-        bands: (B, rows_i, W', D) tensors, in row order.
-    """
-
-    def __init__(self, bands: Sequence[Tensor]) -> None:
-        if not bands:
-            raise ValueError('QueryBands needs at least one band')
-        self._bands = list(bands)
-        self._starts = [0]
-        for band in self._bands:
-            self._starts.append(self._starts[-1] + band.shape[1])
-        batch, _, width, dim = self._bands[0].shape
-        self.shape = torch.Size((batch, self._starts[-1], width, dim))
-        self.device, self.dtype = self._bands[0].device, self._bands[0].dtype
-        self.requires_grad = any(b.requires_grad for b in self._bands)
-
-    @classmethod
-    def convolve(
-        cls, queries: Tensor, conv: nn.Conv2d, band_elements: int | None = None
-    ) -> QueryBands:
-        """``conv(queries)`` band by band: (B, D_in, H', W') -> bands of (B, rows, W', D).
-
-        Each band reads its rows plus the convolution's halo, zero-padded at the map's top
-        and bottom exactly as the convolution's own padding.
-
-        Args:
-            queries: (B, D_in, H', W') map.
-            conv: A stride-1, zero-padded convolution that keeps the size.
-            band_elements: Output elements per band (at least one row); default
-                :data:`QUERY_BAND_ELEMENTS`.
-        """
-        same_size = tuple(k // 2 for k in conv.kernel_size)
-        if (
-            conv.stride != (1, 1)
-            or conv.dilation != (1, 1)
-            or conv.padding_mode != 'zeros'
-            or conv.padding != same_size
-        ):
-            raise ValueError(
-                'QueryBands.convolve needs a stride-1, zero-padded convolution that keeps the '
-                f'size, got {conv}'
-            )
-        batch, _, height, width = queries.shape
-        halo = conv.padding[0]
-        band_elements = QUERY_BAND_ELEMENTS if band_elements is None else band_elements
-        rows = max(1, band_elements // (batch * width * conv.out_channels))
-        bands = []
-        for r0 in range(0, height, rows):
-            r1 = min(r0 + rows, height)
-            lo, hi = max(r0 - halo, 0), min(r1 + halo, height)
-            # Rows missing at the map's top or bottom come from the convolution's own zero
-            # padding (a padded copy of the band would be a fresh allocation); the padding is
-            # symmetric, so surplus output rows are cut off.
-            missing_top, missing_bottom = lo - (r0 - halo), (r1 + halo) - hi
-            pad = max(missing_top, missing_bottom)
-            band = queries[:, :, lo:hi].contiguous(memory_format=torch.channels_last)
-            out = F.conv2d(band, conv.weight, conv.bias, padding=(pad, conv.padding[1]))
-            first = pad - missing_top
-            bands.append(out.permute(0, 2, 3, 1)[:, first : first + r1 - r0].contiguous())
-        return cls(bands)
-
-    def rows(self, start: int, end: int, out: Tensor | None = None) -> Tensor:
-        """(B, end - start, W', D) rows [start, end): a view when inside one band.
-
-        Rows across bands are concatenated, into ``out`` ((B, end - start, W', D)) if given.
-        """
-        first = bisect.bisect_right(self._starts, start) - 1
-        last = bisect.bisect_left(self._starts, end) - 1
-        pieces = []
-        for i in range(first, last + 1):
-            band = self._bands[i]
-            if band is None:
-                raise RuntimeError(f'query rows {start}-{end} were already released')
-            b0 = self._starts[i]
-            pieces.append(band[:, max(start - b0, 0) : min(end, self._starts[i + 1]) - b0])
-        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1, out=out)
-
-    def release_before(self, row: int) -> None:
-        """Drops every band that ends at or before ``row``."""
-        for i, band_end in enumerate(self._starts[1:]):
-            if band_end <= row:
-                self._bands[i] = None
-
-    def copy(self) -> QueryBands:
-        """Another handle on the same bands, whose releases leave this one intact."""
-        return QueryBands(self._bands)
-
-    def to_tensor(self) -> Tensor:
-        """The whole (B, H', W', D) map (all bands must still be held)."""
-        return self.rows(0, self.shape[1])
-
-
-def resolve_attention_kernel(kernel: str, device: torch.device) -> str:
-    """The attention kernel ``kernel`` stands for on ``device``.
-
-    ``'auto'`` is ``'triton'`` on CUDA when triton imports and :data:`AUTO_USES_TRITON` is
-    set, ``'matmul'`` otherwise; every other name stands for itself.
-
-    Args:
-        kernel: One of :data:`ATTENTION_KERNELS`.
-        device: Where the attention runs.
-
-    Returns:
-        ``'matmul'``, ``'sdpa'`` or ``'triton'``.
-    """
-    if kernel not in ATTENTION_KERNELS:
-        raise ValueError(f'kernel must be one of {ATTENTION_KERNELS}, got {kernel!r}')
-    if kernel != 'auto':
-        return kernel
-    if AUTO_USES_TRITON and device.type == 'cuda' and triton_is_available():
-        return 'triton'
-    return 'matmul'
-
-
-def windowed_attention(
+def tiled_attention(
     queries: Tensor | QueryBands,
     keys: Tensor,
     values: Tensor,
     window_ratio: float,
     num_heads: int,
-    query_transform: QueryTransform | None = None,
-    max_tile_elements: int = DEFAULT_MAX_TILE_ELEMENTS,
-    out: Tensor | None = None,
-    logit_bound: float | None = None,
-    kernel: str = 'auto',
+    query_transform: QueryTransform | None,
+    max_tile_elements: int,
+    out: Tensor | None,
+    logit_bound: float | None,
+    kernel: str,
 ) -> Tensor:
-    """Head-averaged softmax attention of every output pixel over its feature window.
+    """:func:`~anyup_plugin.core.attention.windowed_attention` by tiles (its arguments).
 
-    Args:
-        queries: (B, H', W', D_in) queries in channels-last layout. If ``query_transform``
-            is given it is applied tile by tile (e.g. normalisation and projection), so the
-            transformed queries never exist at full resolution at once. As
-            :class:`QueryBands` they are released band by band as the tiles pass them.
-        keys: (B, h, w, D) projected keys.
-        values: (B, h, w, C) values (the raw features).
-        window_ratio: Window half-size relative to the image; ``<= 0`` attends to all keys.
-        num_heads: Number of heads; D is split evenly among them. Each head's logits are
-            ``q_n . k_n`` (scale the queries beforehand), softmax over the window's keys is
-            taken in float32 (float64 for float64 inputs), and the heads' attention maps are
-            averaged.
-        query_transform: Optional per-query map, called as ``query_transform(q, out)`` on a
-            tile's gathered queries (G, N, D_in); it returns (G, N, D), written into ``out``
-            when ``out`` is not None (a reused buffer, given without autograd).
-        max_tile_elements: Upper bound on the number of logits computed at once.
-        out: Optional (B, H', W', C) tensor of the result's dtype to write the result into;
-            only without autograd and outside tracing.
-        logit_bound: Optional upper bound on ``|q_n . k_n|`` over every query (after
-            ``query_transform``), key and head. Without autograd, a bound within
-            :data:`~anyup_plugin.core.softmax_bounds.MAX_UNSHIFTED_LOGIT` lets the softmax skip its
-            maximum subtraction.
-        kernel: How the attention is computed, one of :data:`ATTENTION_KERNELS` (see
-            :func:`resolve_attention_kernel` for ``'auto'``). ``'triton'`` applies
-            ``query_transform`` to the whole query map at once, ignores ``max_tile_elements``
-            and ``logit_bound``, and outside tracing needs a CUDA device (or Triton's
-            interpreter); while tracing the ``'matmul'`` tiles run instead.
-
-    Returns:
-        (B, H', W', C) attention output, the convex combination of window values (``out`` if
-        given).
-
-    Raises:
-        ImportError: ``kernel='triton'`` without triton.
-        RuntimeError: ``kernel='triton'`` on a device Triton cannot run on.
+    ``kernel`` is ``'matmul'`` or ``'sdpa'`` (see
+    :data:`~anyup_plugin.core.attention.ATTENTION_KERNELS`).
     """
-    kernel = resolve_attention_kernel(kernel, queries.device)
-    if kernel == 'triton':
-        if not is_tracing():
-            return _triton_attention(
-                queries, keys, values, window_ratio, num_heads, query_transform, out
-            )
-        # Compilers and exporters cannot take the Triton launches: the tiles compute the same.
-        kernel = 'matmul'
     batch, out_h, out_w, _ = queries.shape
     feat_h, feat_w = keys.shape[1:3]
     rows = window_groups(out_h, feat_h, window_ratio)
@@ -566,53 +177,6 @@ def windowed_attention(
         if isinstance(queries, QueryBands):
             queries.release_before(q_end)
     return output if output is not None else torch.cat(pieces, dim=1)
-
-
-def _triton_attention(
-    queries: Tensor | QueryBands,
-    keys: Tensor,
-    values: Tensor,
-    window_ratio: float,
-    num_heads: int,
-    query_transform: QueryTransform | None,
-    out: Tensor | None,
-) -> Tensor:
-    """:func:`windowed_attention` by the fused Triton kernels.
-
-    The query transform runs once on the whole (B, H'W', D_in) map (in PyTorch, which also
-    carries its gradient): the kernels take projected queries. Memory is one projected query
-    map more than the tiles hold. Under autocast, queries, keys and values enter the kernels
-    in autocast's dtype and the output keeps the values' dtype.
-    """
-    if isinstance(queries, QueryBands):
-        queries = queries.to_tensor()
-    if query_transform is not None:
-        batch, out_h, out_w, dim_in = queries.shape
-        flat = queries.reshape(batch, out_h * out_w, dim_in)
-        queries = query_transform(flat, None).view(batch, out_h, out_w, -1)
-    differentiable = torch.is_grad_enabled() and any(
-        t.requires_grad for t in (queries, keys, values)
-    )
-    if out is not None and differentiable:
-        raise ValueError('out= is only supported without autograd and outside tracing')
-    device_type = values.device.type
-    autocast = torch.is_autocast_enabled(device_type)
-    out_dtype = values.dtype if autocast else torch.result_type(values, keys)
-    if autocast:
-        # The kernels' products are matrix products, which autocast runs in its dtype (the
-        # tiles' batched products do): the fast mode, softmax and sums still in float32.
-        low = torch.get_autocast_dtype(device_type)
-        queries, keys, values = (t.to(low) for t in (queries, keys, values))
-    if out is not None and not out.is_contiguous():
-        # The kernels write contiguous (B, H', W', C) rows.
-        return out.copy_(
-            triton_windowed_attention(
-                queries, keys, values, window_ratio, num_heads, out_dtype=out_dtype
-            )
-        )
-    return triton_windowed_attention(
-        queries, keys, values, window_ratio, num_heads, out=out, out_dtype=out_dtype
-    )
 
 
 def _tile_shape(

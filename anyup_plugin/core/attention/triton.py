@@ -1,9 +1,9 @@
 """AnyUp's windowed attention as fused Triton kernels: the ``'triton'`` attention kernel.
 
-What it computes is :func:`~anyup_plugin.core.window_attention.windowed_attention`'s contract
-(and :func:`~anyup_plugin.core.reference.dense_window_attention_reference`'s definition):
-every output pixel attends, per head, to exactly the keys of its window
-(:func:`~anyup_plugin.core.window_attention.window_bounds`, the one definition of the window),
+What it computes is :func:`~anyup_plugin.core.attention.windowed_attention`'s contract
+(and :func:`~anyup_plugin.core.attention.reference.dense_window_attention_reference`'s
+definition): every output pixel attends, per head, to exactly the keys of its window
+(:mod:`~anyup_plugin.core.attention.geometry`, the one definition of the window),
 the heads' softmax maps are averaged, and the average weighs the full-width values. Averaging
 the maps commutes with the value product, so one value product per query block serves all
 heads; nothing is approximated.
@@ -74,12 +74,15 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .precision import compute_dtype
+from ..precision import compute_dtype
+from .geometry import _axis_window_bounds
+from .queries import QueryBands, QueryTransform
 
 __all__ = [
     'TRITON_INPUT_PRECISIONS',
     'check_triton_can_run',
     'check_triton_importable',
+    'triton_attention',
     'triton_is_available',
     'triton_windowed_attention',
 ]
@@ -93,7 +96,7 @@ TRITON_INPUT_PRECISIONS = ('ieee', 'tf32', 'tf32x3')
 #: The other attention kernels, named in errors.
 _ALTERNATIVES = "attention_kernel='matmul', 'sdpa' or 'auto'"
 
-_KERNEL_MODULE = 'anyup_plugin.core._triton_window_kernels'
+_KERNEL_MODULE = 'anyup_plugin.core.attention._triton_kernels'
 
 
 @functools.cache
@@ -183,10 +186,6 @@ def _axis_tables(
     out_size: int, in_size: int, window_ratio: float, device: torch.device
 ) -> _AxisTables:
     """The window tables of one axis, built once per arguments and kept on ``device``."""
-    # The window's one definition; imported here because window_attention dispatches to this
-    # module.
-    from .window_attention import _axis_window_bounds
-
     start, end = _axis_window_bounds(out_size, in_size, window_ratio)
     # Both bounds are non-decreasing, so the outputs whose window holds feature index r,
     # {i: start_i <= r < end_i}, are the range [#(end <= r), #(start <= r)).
@@ -472,7 +471,7 @@ def triton_windowed_attention(
 ) -> Tensor:
     """Head-averaged softmax attention of every output pixel over its window, fused in Triton.
 
-    The contract of :func:`~anyup_plugin.core.window_attention.windowed_attention` without a
+    The contract of :func:`~anyup_plugin.core.attention.windowed_attention` without a
     query transform (apply it to the queries first); differentiable in all three inputs.
 
     Args:
@@ -573,3 +572,50 @@ def _check_shapes(queries: Tensor, keys: Tensor, values: Tensor, num_heads: int)
             f'queries, keys and values must be on one device, got {queries.device}, '
             f'{keys.device}, {values.device}'
         )
+
+
+def triton_attention(
+    queries: Tensor | QueryBands,
+    keys: Tensor,
+    values: Tensor,
+    window_ratio: float,
+    num_heads: int,
+    query_transform: QueryTransform | None,
+    out: Tensor | None,
+) -> Tensor:
+    """:func:`~anyup_plugin.core.attention.windowed_attention` by the fused Triton kernels.
+
+    The query transform runs once on the whole (B, H'W', D_in) map (in PyTorch, which also
+    carries its gradient): the kernels take projected queries. Memory is one projected query
+    map more than the tiles hold. Under autocast, queries, keys and values enter the kernels
+    in autocast's dtype and the output keeps the values' dtype.
+    """
+    if isinstance(queries, QueryBands):
+        queries = queries.to_tensor()
+    if query_transform is not None:
+        batch, out_h, out_w, dim_in = queries.shape
+        flat = queries.reshape(batch, out_h * out_w, dim_in)
+        queries = query_transform(flat, None).view(batch, out_h, out_w, -1)
+    differentiable = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (queries, keys, values)
+    )
+    if out is not None and differentiable:
+        raise ValueError('out= is only supported without autograd and outside tracing')
+    device_type = values.device.type
+    autocast = torch.is_autocast_enabled(device_type)
+    out_dtype = values.dtype if autocast else torch.result_type(values, keys)
+    if autocast:
+        # The kernels' products are matrix products, which autocast runs in its dtype (the
+        # tiles' batched products do): the fast mode, softmax and sums still in float32.
+        low = torch.get_autocast_dtype(device_type)
+        queries, keys, values = (t.to(low) for t in (queries, keys, values))
+    if out is not None and not out.is_contiguous():
+        # The kernels write contiguous (B, H', W', C) rows.
+        return out.copy_(
+            triton_windowed_attention(
+                queries, keys, values, window_ratio, num_heads, out_dtype=out_dtype
+            )
+        )
+    return triton_windowed_attention(
+        queries, keys, values, window_ratio, num_heads, out=out, out_dtype=out_dtype
+    )

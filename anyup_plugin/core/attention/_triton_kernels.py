@@ -1,7 +1,7 @@
 """Triton kernels of the fused windowed attention; the algorithm is described (and the kernels
-launched) in :mod:`anyup_plugin.core.triton_window_attention`.
+launched) in :mod:`anyup_plugin.core.attention.triton`.
 
-Never import this module directly: :func:`~anyup_plugin.core.triton_window_attention.kernels`
+Never import this module directly: :func:`~anyup_plugin.core.attention.triton.kernels`
 executes it as a fresh module once per Triton mode, because ``@triton.jit`` decides when it
 runs whether a kernel is compiled for the GPU or interpreted on the CPU
 (``TRITON_INTERPRET=1``), and the same process may need both (the tests).

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from anyup_plugin.core import window_attention
-from anyup_plugin.core.reference import dense_window_attention_reference
-from anyup_plugin.core.window_attention import (
+from anyup_plugin.core import attention
+from anyup_plugin.core.attention import (
     QueryBands,
+    dense_window_attention_reference,
     resolve_attention_kernel,
     window_bounds,
     window_groups,
@@ -136,11 +136,11 @@ def test_auto_kernel_is_matmul_until_triton_is_tried(monkeypatch):
         for name in ('matmul', 'sdpa', 'triton'):
             assert resolve_attention_kernel(name, device) == name
     # Once the kernel has run on a GPU, 'auto' takes it on CUDA where triton imports.
-    monkeypatch.setattr(window_attention, 'AUTO_USES_TRITON', True)
-    monkeypatch.setattr(window_attention, 'triton_is_available', lambda: True)
+    monkeypatch.setattr(attention, 'AUTO_USES_TRITON', True)
+    monkeypatch.setattr(attention, 'triton_is_available', lambda: True)
     assert resolve_attention_kernel('auto', cuda) == 'triton'
     assert resolve_attention_kernel('auto', cpu) == 'matmul'
-    monkeypatch.setattr(window_attention, 'triton_is_available', lambda: False)
+    monkeypatch.setattr(attention, 'triton_is_available', lambda: False)
     assert resolve_attention_kernel('auto', cuda) == 'matmul'
 
 
@@ -148,7 +148,8 @@ def test_triton_kernel_runs_the_tiles_while_tracing(monkeypatch):
     """Compilers and exporters cannot take the Triton launches: traced calls use the
     'matmul' tiles (here on the CPU, where the kernel itself would refuse to run)."""
     monkeypatch.delenv('TRITON_INTERPRET', raising=False)
-    monkeypatch.setattr(window_attention, 'is_tracing', lambda: True)
+    monkeypatch.setattr(attention, 'is_tracing', lambda: True)
+    monkeypatch.setattr(attention.tiles, 'is_tracing', lambda: True)
     q, k, v = _random_qkv(1, (12, 10), (3, 4), 8, 3)
     out = windowed_attention(q, k, v, 0.1, 2, kernel='triton')
     ref = dense_window_attention_reference(q, k, v, 0.1, 2)

@@ -1,6 +1,6 @@
 """Cases for the fused Triton attention kernel, run by Triton's interpreter on CPU tensors.
 
-Not collected by itself (no ``test_`` prefix): ``test_triton_window_attention.py`` runs this
+Not collected by itself (no ``test_`` prefix): ``test_triton.py`` runs this
 file with pytest in a subprocess with ``TRITON_INTERPRET=1``. Triton decides at import time
 whether its own library functions (``tl.zeros``, ``tl.sum``, ...) are compiled or
 interpreted, so the variable must be set before anything imports triton; a fresh process
@@ -18,20 +18,17 @@ import torch
 
 if os.environ.get('TRITON_INTERPRET') != '1':
     pytest.skip(
-        'run by test_triton_window_attention.py with TRITON_INTERPRET=1 (set before triton is '
-        'imported)',
+        'run by test_triton.py with TRITON_INTERPRET=1 (set before triton is imported)',
         allow_module_level=True,
     )
 pytest.importorskip('triton', reason='the Triton kernel needs the triton package')
 
 from anyup_plugin import AnyUp
-from anyup_plugin.core import triton_window_attention as twa
-from anyup_plugin.core.reference import (
-    dense_window_attention_reference,
-    reference_upsample,
-)
+from anyup_plugin.core.attention import dense_window_attention_reference
+from anyup_plugin.core.attention import triton as twa
+from anyup_plugin.core.reference import reference_upsample
 
-GOLDEN = Path(__file__).parents[1] / 'data' / 'anyup_golden.pt'
+GOLDEN = Path(__file__).parents[2] / 'data' / 'anyup_golden.pt'
 
 
 def _random_qkv(b, out_hw, feat_hw, d, c, seed=0, dtype=torch.float32):
@@ -245,7 +242,7 @@ def test_autocast_is_the_fast_mode(golden):
 def test_windowed_attention_dispatches_to_the_kernels():
     """windowed_attention(kernel='triton'): the query transform on the whole map (bands
     joined), results into a contiguous or strided ``out``; ``out`` refused under autograd."""
-    from anyup_plugin.core.window_attention import QueryBands, windowed_attention
+    from anyup_plugin.core.attention import QueryBands, windowed_attention
 
     q, k, v = _random_qkv(1, (10, 12), (4, 5), 16, 6)
     proj = torch.nn.Linear(16, 16)

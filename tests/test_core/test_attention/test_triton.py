@@ -20,14 +20,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from anyup_plugin.core import triton_window_attention as twa
-from anyup_plugin.core.reference import dense_window_attention_reference
-from anyup_plugin.core.window_attention import window_bounds
+from anyup_plugin.core.attention import dense_window_attention_reference, window_bounds
+from anyup_plugin.core.attention import triton as twa
 
 HAS_TRITON = importlib.util.find_spec('triton') is not None
 needs_triton = pytest.mark.skipif(not HAS_TRITON, reason='the Triton kernel needs triton')
 INTERPRETED_CASES = Path(__file__).with_name('triton_interpreted_cases.py')
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 # (batch, output (H', W'), features (h, w), window ratio, heads, D, C), as in the
 # interpreted cases.
