@@ -206,26 +206,48 @@ def test_memory_guard_counts_cached_but_unused_cuda_memory(monkeypatch):
     assert checks.available_memory_bytes is available_memory_bytes
 
 
-def test_ieee_float32_switches_tf32_off_and_restores_the_flags():
-    cudnn, precision = torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision()
+def _precisions() -> tuple[str, str]:
+    """The float32 precision of cuDNN convolutions and of CUDA matrix products."""
+    return torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision
+
+
+#: Every float32 precision setting the tests below change, the global one first.
+_SETTINGS = (
+    torch.backends,
+    torch.backends.cuda.matmul,
+    torch.backends.cudnn.conv,
+    torch.backends.cudnn.rnn,
+    torch.backends.mkldnn.matmul,
+    torch.backends.mkldnn.conv,
+    torch.backends.mkldnn.rnn,
+)
+
+
+@pytest.mark.parametrize('api', ['legacy', 'per backend', 'global'])
+def test_ieee_float32_switches_tf32_off_and_restores_the_flags(api):
+    previous = [s.fp32_precision for s in _SETTINGS]
     try:
-        torch.backends.cudnn.allow_tf32 = True
-        torch.set_float32_matmul_precision('high')
+        if api == 'legacy':
+            torch.backends.cudnn.allow_tf32 = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+        elif api == 'per backend':
+            torch.backends.cudnn.conv.fp32_precision = 'tf32'
+            torch.backends.cuda.matmul.fp32_precision = 'tf32'
+        else:
+            torch.backends.fp32_precision = 'tf32'
         with ieee_float32():
-            assert not torch.backends.cudnn.allow_tf32
-            assert torch.get_float32_matmul_precision() == 'highest'
-        assert torch.backends.cudnn.allow_tf32
-        assert torch.get_float32_matmul_precision() == 'high'
+            assert _precisions() == ('ieee', 'ieee')
+        assert _precisions() == ('tf32', 'tf32')
     finally:
-        torch.backends.cudnn.allow_tf32 = cudnn
-        torch.set_float32_matmul_precision(precision)
+        for setting, value in zip(_SETTINGS, previous):
+            setting.fp32_precision = value
 
 
 def test_forward_runs_in_the_float32_scope(monkeypatch):
     model = AnyUp().eval()
     cuda = torch.device('cuda')
     with model.float32_scope(cuda):
-        assert not torch.backends.cudnn.allow_tf32
+        assert _precisions() == ('ieee', 'ieee')
     assert type(model.float32_scope(torch.device('cpu'))) is type(
         AnyUp(allow_tf32=True).float32_scope(cuda)
     )
@@ -265,15 +287,15 @@ def test_cuda_forward_has_no_host_sync():
 @needs_cuda
 def test_cuda_forward_is_ieee_float32_by_default():
     model, image, features = _cuda_case(112, 8)
-    cudnn = torch.backends.cudnn.allow_tf32
+    previous = torch.backends.cudnn.conv.fp32_precision
     try:
-        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.conv.fp32_precision = 'tf32'
         with torch.no_grad():
             out = model(image, features)
             ref = model.double()(image.double(), features.double())
-        assert torch.backends.cudnn.allow_tf32
+        assert torch.backends.cudnn.conv.fp32_precision == 'tf32'
     finally:
-        torch.backends.cudnn.allow_tf32 = cudnn
+        torch.backends.cudnn.conv.fp32_precision = previous
     torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-5)
 
 
