@@ -296,7 +296,10 @@ def test_cuda_forward_is_ieee_float32_by_default():
         assert torch.backends.cudnn.conv.fp32_precision == 'tf32'
     finally:
         torch.backends.cudnn.conv.fp32_precision = previous
-    torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-5)
+    # Random weights amplify rounding elementwise; over the map, IEEE float32 stays near
+    # 3e-5 of float64 (the CPU's figure), where TF32's 10-bit mantissa gives about 1e-3.
+    relative = (out.double() - ref).norm() / ref.norm()
+    assert relative < 2e-4, f'relative Frobenius error {relative:.2e}'
 
 
 @needs_cuda
@@ -308,7 +311,9 @@ def test_cuda_compile_reduce_overhead_matches_eager():
         with ieee_float32():
             for _ in range(3):  # record, then replay the CUDA graph
                 out = compiled(image, features).clone()
-    torch.testing.assert_close(out, eager, rtol=1e-4, atol=1e-5)
+    # The compiled graph orders floating-point work its own way (as in test_export).
+    relative = (out - eager).norm() / eager.norm()
+    assert relative <= 1e-4, f'relative Frobenius error {relative:.2e}'
 
 
 def test_accelerator_feature_unification_patches_stay_in_the_budget(monkeypatch):
