@@ -15,6 +15,7 @@ and traces with ``torch.export`` and ``torch.compile``.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -291,20 +292,21 @@ class _ColumnLayout:
 
     @classmethod
     def build(cls, cols: AxisGroups, device: torch.device) -> _ColumnLayout:
-        query_index, key_index, key_valid = cols.padded_indices(device)
-        group, offset = [], []
-        for g, (start, end) in enumerate(zip(cols.query_start, cols.query_end)):
-            group += [g] * (end - start)
-            offset += range(end - start)
-        return cls(
-            query_index=query_index,
-            key_index=key_index,
-            key_padding=~key_valid if cols.keys_padded else None,
-            key_count=tuple(e - s for s, e in zip(cols.key_start, cols.key_end)),
-            column_group=torch.tensor(group, device=device),
-            column_offset=torch.tensor(offset, device=device),
-            column_start=(*cols.query_start, cols.query_end[-1]),
+        """The layout of column groups ``cols`` on ``device``, built once per both.
+
+        Its tables are host-to-device copies, each a wait for the device on CUDA: cached, a
+        call with shapes seen before copies nothing. While tracing they are built afresh, as
+        part of the traced program.
+        """
+        groups = (
+            tuple(cols.query_start),
+            tuple(cols.query_end),
+            tuple(cols.key_start),
+            tuple(cols.key_end),
         )
+        if is_tracing():
+            return _build_column_layout(*groups, device)
+        return _cached_column_layout(*groups, device)
 
     @property
     def num_groups(self) -> int:
@@ -382,6 +384,68 @@ class _ColumnLayout:
         return target
 
 
+def _build_column_layout(
+    query_start: tuple[int, ...],
+    query_end: tuple[int, ...],
+    key_start: tuple[int, ...],
+    key_end: tuple[int, ...],
+    device: torch.device,
+) -> _ColumnLayout:
+    """The :class:`_ColumnLayout` of the column groups given by their ranges (see
+    :class:`~anyup_plugin.core.attention.geometry.AxisGroups`)."""
+    cols = AxisGroups(list(query_start), list(query_end), list(key_start), list(key_end))
+    query_index, key_index, key_valid = cols.padded_indices(device)
+    group, offset = [], []
+    for g, (start, end) in enumerate(zip(query_start, query_end)):
+        group += [g] * (end - start)
+        offset += range(end - start)
+    return _ColumnLayout(
+        query_index=query_index,
+        key_index=key_index,
+        key_padding=~key_valid if cols.keys_padded else None,
+        key_count=tuple(e - s for s, e in zip(key_start, key_end)),
+        column_group=torch.tensor(group, device=device),
+        column_offset=torch.tensor(offset, device=device),
+        column_start=(*query_start, query_end[-1]),
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_column_layout(
+    query_start: tuple[int, ...],
+    query_end: tuple[int, ...],
+    key_start: tuple[int, ...],
+    key_end: tuple[int, ...],
+    device: torch.device,
+) -> _ColumnLayout:
+    """:func:`_build_column_layout`, kept for later calls (its tables are never written)."""
+    # Cached tables outlive the call that builds them: normal tensors (not inference tensors,
+    # even when built under torch.inference_mode) also serve later calls with autograd.
+    with torch.inference_mode(False):
+        return _build_column_layout(query_start, query_end, key_start, key_end, device)
+
+
+@functools.lru_cache(maxsize=256)
+def _padded_slot_table(
+    key_count: tuple[int, ...], width: int, n_rows: int, device: torch.device
+) -> Tensor | None:
+    """Flat indices of the padded slots of (g, n_rows * width) key slots, group-major.
+
+    Group ``i`` has ``key_count[i]`` real keys in each of its ``width`` slots per row; None
+    when no slot is padded. Cached: the tiles ask for the same few tables in every call.
+    """
+    slots = [
+        (g * n_rows + r) * width + j
+        for g, count in enumerate(key_count)
+        for r in range(n_rows)
+        for j in range(count, width)
+    ]
+    if not slots:
+        return None
+    with torch.inference_mode(False):  # as in _cached_column_layout
+        return torch.tensor(slots, dtype=torch.long, device=device)
+
+
 class _WindowColumns:
     """Keys and values of every column group, gathered band of feature rows by band.
 
@@ -426,7 +490,6 @@ class _WindowColumns:
         if layout.key_padding is not None and mask_padded:
             bias = torch.zeros(layout.key_padding.shape, dtype=keys.dtype, device=keys.device)
             self.key_bias = bias.masked_fill_(layout.key_padding, float('-inf'))  # (G, K)
-        self._padded_slots: dict[tuple[int, int, int], Tensor | None] = {}
         self.band = (0, 0)
         self.band_keys = self.band_values = None
 
@@ -480,25 +543,15 @@ class _WindowColumns:
 
         They index the (g, n_rows * K) key slots of those groups (group-major, as the tiles lay
         them out); None when none of the groups is padded, or when :meth:`rows` masks them
-        with a bias instead. Built from host-side counts, so no device synchronisation is
-        needed.
+        with a bias instead. Built from host-side counts once per shape and device
+        (:func:`_padded_slot_table`): only the first call with a shape copies them to the
+        device; later tiles and calls neither copy nor wait.
         """
         if self.key_bias is not None:
             return None
-        cache_key = (groups.start, groups.stop, n_rows)
-        if cache_key not in self._padded_slots:
-            width = self.key_index.shape[1]
-            slots = [
-                (g * n_rows + r) * width + j
-                for g, count in enumerate(self.key_count[groups])
-                for r in range(n_rows)
-                for j in range(count, width)
-            ]
-            device = self.key_index.device
-            self._padded_slots[cache_key] = (
-                torch.tensor(slots, dtype=torch.long, device=device) if slots else None
-            )
-        return self._padded_slots[cache_key]
+        return _padded_slot_table(
+            self.key_count[groups], self.key_index.shape[1], n_rows, self.key_index.device
+        )
 
 
 class _TileBuffers:

@@ -89,6 +89,34 @@ def test_padded_key_slots_weigh_nothing():
             torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 
+def test_a_repeated_call_copies_no_tables_to_the_device(monkeypatch):
+    """The tiles' index tables are built once per shape and device: a call with known shapes
+    makes no host-to-device copy (on CUDA each would wait for the device), per call or tile."""
+    q, k, v = _random_qkv(2, (30, 50), (9, 23), 8, 4)  # padded column groups, many tiles
+    with torch.no_grad():
+        first = windowed_attention(q, k, v, 0.1, 2, max_tile_elements=300)
+        copies = []
+        real = torch.tensor
+        monkeypatch.setattr(torch, 'tensor', lambda *a, **kw: copies.append(a) or real(*a, **kw))
+        again = windowed_attention(q, k, v, 0.1, 2, max_tile_elements=300)
+    assert copies == []
+    assert torch.equal(first, again)
+
+
+def test_tables_cached_under_inference_mode_serve_autograd():
+    """Cached tables are normal tensors: built under torch.inference_mode, they still serve a
+    later call whose backward needs them."""
+    q, k, v = _random_qkv(1, (26, 38), (7, 19), 8, 3)  # shapes no other test uses
+    with torch.inference_mode():
+        windowed_attention(q, k, v, 0.1, 2)
+    inputs = [t.clone().requires_grad_() for t in (q, k, v)]
+    ref_inputs = [t.clone().requires_grad_() for t in (q, k, v)]
+    windowed_attention(*inputs, 0.1, 2).square().sum().backward()
+    dense_window_attention_reference(*ref_inputs, 0.1, 2).square().sum().backward()
+    for a, b in zip(inputs, ref_inputs):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     ('out_hw', 'feat_hw', 'ratio', 'heads'),
     [
