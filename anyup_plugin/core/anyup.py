@@ -221,8 +221,9 @@ class AnyUp(nn.Module):
         """Upsamples several maps with one pass of the full-resolution encoders.
 
         Runs :data:`STAGES`: the encoders once, the query convolution once per distinct
-        output size, and feature unification, aggregation and attention per map. Each result
-        equals what a call with that map alone returns.
+        output size, feature unification and aggregation once per distinct map (the same
+        tensor given twice, e.g. at two sizes, counts once) and the attention per map. Each
+        result equals what a call with that map alone returns.
 
         Args:
             image: (B, 3, H, W) guidance.
@@ -263,12 +264,20 @@ class AnyUp(nn.Module):
             # Rebinding frees the encoder's map once the conv has run.
             queries[size] = run('query conv', self.refine_queries, queries[size])
         last_use = {size: i for i, size in enumerate(sizes)}
+        # A map given several times (a pyramid of one map) has its keys computed once, kept
+        # until its last use.
+        last_use_of_map = {id(feats): i for i, feats in enumerate(maps)}
+        keys_of_map: dict[int, Tensor] = {}
         results = []
         for i, (feats, size) in enumerate(zip(maps, sizes)):
-            unified = run('feature unification', self.unify_features, feats)
-            map_keys = run(
-                'aggregation', self.aggregate_keys, keys[tuple(feats.shape[-2:])], unified
-            )
+            map_keys = keys_of_map.pop(id(feats), None)
+            if map_keys is None:
+                unified = run('feature unification', self.unify_features, feats)
+                map_keys = run(
+                    'aggregation', self.aggregate_keys, keys[tuple(feats.shape[-2:])], unified
+                )
+            if last_use_of_map[id(feats)] > i:
+                keys_of_map[id(feats)] = map_keys
             map_queries = queries[size]
             if isinstance(map_queries, QueryBands):
                 # The last map of this size lets the attention free the bands it is done

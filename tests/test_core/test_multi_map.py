@@ -63,6 +63,27 @@ def test_encoders_run_once_and_query_conv_once_per_size(model):
     assert set(calls) == set(STAGES)
 
 
+@pytest.mark.parametrize('grad', [False, True], ids=['inference', 'autograd'])
+def test_a_map_given_twice_is_unified_once_and_each_result_equals_its_call(model, grad):
+    """A pyramid of one map: its keys are computed once, each size attends to them."""
+    image, maps = _maps()
+    pyramid = [maps[1], maps[0], maps[1], maps[1]]
+    sizes = [(7, 11), (14, 21), (28, 42), (3, 4)]
+    calls = []
+
+    def record(name, fn, *args):
+        calls.append(name)
+        return fn(*args)
+
+    with torch.set_grad_enabled(grad):
+        outs = model.upsample_maps(image, pyramid, sizes, run_stage=record)
+        singles = [model(image, f, output_size=s) for f, s in zip(pyramid, sizes)]
+    assert calls.count('feature unification') == calls.count('aggregation') == 2
+    assert calls.count('attention') == len(pyramid)
+    for out, single in zip(outs, singles):
+        torch.testing.assert_close(out, single, rtol=0, atol=0)
+
+
 def test_gradients_flow_to_every_map():
     torch.manual_seed(1)
     model = AnyUp(qk_dim=16, num_heads=2).train()
