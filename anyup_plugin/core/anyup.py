@@ -349,7 +349,8 @@ class AnyUp(nn.Module):
         for feats, name in zip(maps, names):
             check_feature_map(feats, name, values=False)
             check_same_batch_and_device(image, feats, 'image', name)
-        wait = image.device.type == 'cpu' or self.finite_check_waits
+        # None: the check's own rule (wait on the CPU, an asynchronous assertion elsewhere).
+        wait = True if self.finite_check_waits else None
         check_all_finite([(image, 'image'), *zip(maps, names)], wait=wait)
         sizes = check_output_sizes(output_size, len(maps), image.shape[-2:])
         self._check_result_fits(image, maps, sizes)
