@@ -1,0 +1,83 @@
+"""What every upsampling method in :mod:`anyup_plugin.core.methods` is: one interface."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+
+__all__ = ['UpsamplingMethod', 'WrongFeaturesError']
+
+Size = tuple[int, int]
+
+
+class WrongFeaturesError(ValueError):
+    """Features a per-backbone method was not trained for (channels or patch size)."""
+
+
+class UpsamplingMethod(nn.Module):
+    """A feature upsampler: (image, low-resolution features) -> features at any size.
+
+    Subclasses implement :meth:`forward` for one (B, C, h, w) map, and say what they accept
+    through the class attributes. The image is always ImageNet-normalised RGB (as
+    :class:`~anyup_plugin.core.upsampler.FeatureUpsampler` and AnyUp take it); a method that
+    was published with another input convention converts it itself.
+
+    Attributes:
+        name: The method key (``'jafar'``), as configs and the command line spell it.
+        uses_image: Whether the image guides the upsampling (``False``: it may be ``None``).
+        checkpoint_keys_hint: A few state-dict keys that identify this method's checkpoints,
+            named in the error when a file of another method is given.
+        feature_channels: The channel count the weights were trained for; ``None``: any.
+        patch_size: The backbone patch size (image pixels per feature cell) the weights were
+            trained for; ``None``: any.
+    """
+
+    name: ClassVar[str] = ''
+    uses_image: ClassVar[bool] = True
+    checkpoint_keys_hint: ClassVar[tuple[str, ...]] = ()
+    feature_channels: int | None = None
+    patch_size: int | None = None
+
+    def forward(self, image: Tensor | None, features: Tensor, output_size: Size) -> Tensor:
+        """Upsamples one map.
+
+        Args:
+            image: (B, 3, H, W) ImageNet-normalised RGB guidance (``None`` only when
+                ``uses_image`` is ``False``).
+            features: (B, C, h, w) low-resolution features.
+            output_size: (H', W') of the result.
+
+        Returns:
+            (B, C, H', W') upsampled features.
+        """
+        raise NotImplementedError
+
+    def check_features(self, image: Tensor | None, features: Tensor) -> None:
+        """Raises :class:`WrongFeaturesError` for features the weights were not trained for.
+
+        The default refuses a channel count other than ``feature_channels`` and, when an image
+        is given, an image that is not ``patch_size`` times the feature map (rounded down, as
+        a ViT's patch embedding crops). Methods that take any features keep both ``None``.
+        """
+        if self.feature_channels is not None and features.shape[1] != self.feature_channels:
+            raise WrongFeaturesError(
+                f'{type(self).__name__} was trained for {self.feature_channels}-channel features, '
+                f'got {features.shape[1]} channels (features of shape {tuple(features.shape)}). '
+                'Use a checkpoint trained for this backbone, or an encoder-agnostic method '
+                "('anyup', 'naf', 'bilinear', 'bicubic', 'guided_filter', 'joint_bilateral')."
+            )
+        if self.patch_size is not None and image is not None:
+            expected = tuple(s // self.patch_size for s in image.shape[-2:])
+            if tuple(features.shape[-2:]) != expected:
+                raise WrongFeaturesError(
+                    f'{type(self).__name__} was trained for a backbone with patch size '
+                    f'{self.patch_size}: a {tuple(image.shape[-2:])} image gives {expected} '
+                    f'feature maps, got {tuple(features.shape[-2:])}.'
+                )
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, **kwargs: Any) -> UpsamplingMethod:
+        """Builds the method from a published checkpoint file (strict, published key names)."""
+        raise NotImplementedError(f'{cls.__name__} has no weights to load')
