@@ -5,7 +5,7 @@ their own key names, and is checked against the published implementation (``test
 """
 
 from .base import UpsamplingMethod, WrongFeaturesError
-from .registry import METHOD_ALIASES, METHOD_CLASSES, build_method, method_class
+from .registry import METHOD_ALIASES, METHOD_CLASSES, build_method, method_class, register_method
 
 __all__ = [
     'METHOD_ALIASES',
@@ -14,4 +14,5 @@ __all__ = [
     'WrongFeaturesError',
     'build_method',
     'method_class',
+    'register_method',
 ]

@@ -12,11 +12,12 @@ from typing import Any
 
 from .base import UpsamplingMethod
 
-__all__ = ['METHOD_ALIASES', 'METHOD_CLASSES', 'build_method', 'method_class']
+__all__ = ['METHOD_ALIASES', 'METHOD_CLASSES', 'build_method', 'method_class', 'register_method']
 
-#: Method key -> ``module:Class`` under this package. ``'anyup'`` and ``'bilinear'`` are
-#: :class:`~anyup_plugin.core.upsampler.FeatureUpsampler`'s own.
-METHOD_CLASSES: dict[str, str] = {
+#: Method key -> the class, or ``'module:Class'`` (a module of this package, or a dotted
+#: absolute module path for methods defined elsewhere; see :func:`register_method`).
+#: ``'anyup'`` and ``'bilinear'`` are :class:`~anyup_plugin.core.upsampler.FeatureUpsampler`'s own.
+METHOD_CLASSES: dict[str, str | type[UpsamplingMethod]] = {
     'bicubic': 'classical:BicubicUpsampler',
     'guided_filter': 'classical:GuidedFilterUpsampler',
     'joint_bilateral': 'classical:JointBilateralUpsampler',
@@ -40,9 +41,25 @@ def method_class(name: str) -> type[UpsamplingMethod]:
     if key not in METHOD_CLASSES:
         known = ', '.join(sorted(['anyup', 'bilinear', *METHOD_CLASSES]))
         raise ValueError(f'unknown upsampling method {name!r}; known methods: {known}')
-    module_name, class_name = METHOD_CLASSES[key].split(':')
-    module = importlib.import_module(f'{__package__}.{module_name}')
-    return getattr(module, class_name)
+    entry = METHOD_CLASSES[key]
+    if isinstance(entry, type):
+        return entry
+    module_name, class_name = entry.split(':')
+    if '.' not in module_name:
+        module_name = f'{__package__}.{module_name}'
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def register_method(name: str, cls: str | type[UpsamplingMethod]) -> None:
+    """Makes ``name`` build ``cls`` (a class, or ``'package.module:Class'`` imported lazily).
+
+    Raises:
+        ValueError: ``name`` is taken (by AnyUp, bilinear, a method or an alias).
+    """
+    key = str(name).lower()
+    if key in ('anyup', 'bilinear') or key in METHOD_CLASSES or key in METHOD_ALIASES:
+        raise ValueError(f'upsampling method {name!r} is already registered')
+    METHOD_CLASSES[key] = cls
 
 
 def build_method(
