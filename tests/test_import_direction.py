@@ -32,6 +32,7 @@ ALLOWED: dict[str, set[str]] = {
     'registry': {'training'},
     'mmseg': _BOTTOM | {'core', 'evaluation'},
     'detectron2': _BOTTOM | {'core', 'evaluation'},
+    'comparison': _BOTTOM | {'core', 'apis', 'engine', 'mmseg', 'testing'},
     '__init__': {'core'},
 }
 
