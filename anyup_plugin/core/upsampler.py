@@ -1,14 +1,19 @@
-"""One upsampling policy for every framework adapter: AnyUp or bilinear, frozen or trained.
+"""One upsampling policy for every framework adapter: any method, frozen or trained.
 
 The MMSegmentation necks, the Detectron2 backbone wrapper and any user script wrap
-:class:`FeatureUpsampler` in a few lines instead of re-implementing how AnyUp is built
+:class:`FeatureUpsampler` in a few lines instead of re-implementing how a method is built
 (checkpoint, published name or random initialisation), how it is frozen (eval mode kept,
-no autograd graph when nothing needs gradients), the bilinear baseline, and the output
-size of a stride (:func:`stride_output_size`).
+no autograd graph when nothing needs gradients), which keyword arguments it takes, the
+bilinear baseline, and the output size of a stride (:func:`stride_output_size`).
+
+The methods are AnyUp, bilinear interpolation and every method of
+:mod:`anyup_plugin.core.methods` (including those added with
+:func:`~anyup_plugin.core.methods.register_method`).
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
@@ -19,15 +24,30 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .anyup import AnyUp
+from .anyup import PUBLISHED_CHECKPOINTS, AnyUp
 from .checks import check_output_sizes
+from .methods.base import UpsamplingMethod
+from .methods.registry import METHOD_ALIASES, METHOD_CLASSES, build_method, method_class
 
-__all__ = ['UPSAMPLER_METHODS', 'FeatureUpsampler', 'build_anyup', 'stride_output_size']
+__all__ = [
+    'UPSAMPLER_METHODS',
+    'FeatureUpsampler',
+    'build_anyup',
+    'method_arguments',
+    'method_checkpoint',
+    'method_key',
+    'stride_output_size',
+]
 
 logger = logging.getLogger(__name__)
 
-#: The methods :class:`FeatureUpsampler` implements: AnyUp and its bilinear baseline.
-UPSAMPLER_METHODS: tuple[str, ...] = ('anyup', 'bilinear')
+#: The methods shipped with the package: AnyUp, its bilinear baseline and the registry's
+#: (:data:`~anyup_plugin.core.methods.METHOD_CLASSES`). Methods registered later with
+#: :func:`~anyup_plugin.core.methods.register_method` are accepted as well.
+UPSAMPLER_METHODS: tuple[str, ...] = ('anyup', 'bilinear', *METHOD_CLASSES)
+
+# The keyword arguments of the bilinear baseline (``F.interpolate``'s).
+_BILINEAR_ARGUMENTS = ('align_corners', 'antialias')
 
 Size = tuple[int, int]
 
@@ -49,6 +69,82 @@ def stride_output_size(image_size: Sequence[int], stride: int) -> Size:
         raise ValueError(f'stride must be an int >= 1, got {stride!r}')
     height, width = (int(s) for s in image_size[-2:])
     return math.ceil(height / stride), math.ceil(width / stride)
+
+
+def method_key(method: str) -> str:
+    """The key of method ``method``: lower case, aliases resolved (``'JBU'`` -> ``'featup'``).
+
+    Raises:
+        ValueError: ``method`` is not a known method; the message lists the known ones.
+    """
+    name = str(method).lower()
+    key = METHOD_ALIASES.get(name, name)
+    if key not in ('anyup', 'bilinear'):
+        method_class(key)  # raises ValueError listing the known methods
+    return key
+
+
+def method_arguments(method: str) -> tuple[str, ...] | None:
+    """The keyword arguments method ``method`` takes beside ``checkpoint`` and ``frozen``.
+
+    Read from the method's own constructor signature (AnyUp's, or the registered class's);
+    the bilinear baseline takes ``align_corners`` and ``antialias``.
+
+    Args:
+        method: A method name or alias (see :data:`UPSAMPLER_METHODS`).
+
+    Returns:
+        The argument names, or ``None`` when the constructor takes any keyword (``**kwargs``).
+
+    Raises:
+        ValueError: ``method`` is not a known method; the message lists the known ones.
+    """
+    key = method_key(method)
+    if key == 'bilinear':
+        return _BILINEAR_ARGUMENTS
+    cls = AnyUp if key == 'anyup' else method_class(key)
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return tuple(
+        p.name
+        for p in params
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    )
+
+
+def method_checkpoint(
+    method: str, checkpoint: str | os.PathLike | None, owner: str = 'FeatureUpsampler'
+) -> str | os.PathLike | None:
+    """The checkpoint method ``method`` loads when a config gives it ``checkpoint``.
+
+    Configs written for AnyUp name its published weights (``'anyup_paper'``); switching the
+    method from the command line leaves that name behind. Another method ignores it (logged),
+    as the bilinear baseline ignores any checkpoint; every other value is the method's own.
+
+    Args:
+        method: A method name or alias.
+        checkpoint: The configured checkpoint; ``None`` or ``''`` for none.
+        owner: Named in the log message.
+
+    Returns:
+        ``checkpoint``, or ``None`` when the method loads nothing.
+    """
+    key = method_key(method)
+    if checkpoint is None or checkpoint == '':
+        return None
+    if key == 'bilinear':
+        return None
+    if key != 'anyup' and str(checkpoint) in PUBLISHED_CHECKPOINTS:
+        logger.warning(
+            '%s: checkpoint %r holds AnyUp weights; method %r ignores it. Set the checkpoint '
+            "to the method's own weights file (e.g. model.neck.checkpoint=/path/weights.pth).",
+            owner,
+            str(checkpoint),
+            key,
+        )
+        return None
+    return checkpoint
 
 
 def build_anyup(
@@ -78,22 +174,56 @@ def build_anyup(
     return model
 
 
-class FeatureUpsampler(nn.Module):
-    """Upsamples feature maps to given sizes with AnyUp guided by the image, or bilinearly.
+def _build_other(
+    key: str, checkpoint: str | os.PathLike | None, owner: str, kwargs: dict[str, Any]
+) -> UpsamplingMethod:
+    """Builds a registered method, logging where its weights come from."""
+    module = build_method(key, checkpoint, **kwargs)
+    if checkpoint is not None:
+        logger.info('%s: loaded %s weights from %s', owner, key, os.fspath(checkpoint))
+    elif any(True for _ in module.parameters()):
+        logger.warning(
+            '%s: no checkpoint given, %s keeps its random initialisation. Give its published '
+            'weights file as the checkpoint.',
+            owner,
+            key,
+        )
+    return module
 
-    A frozen AnyUp trains no parameter, stays in eval mode whatever ``train()`` is called
+
+class FeatureUpsampler(nn.Module):
+    """Upsamples feature maps to given sizes with any upsampling method.
+
+    ``method`` is AnyUp, ``'bilinear'`` or any method of :mod:`anyup_plugin.core.methods`.
+    A frozen method trains no parameter, stays in eval mode whatever ``train()`` is called
     with, and records no autograd graph unless a feature map needs gradients (a backbone
-    being fine-tuned). An unfrozen AnyUp trains with the rest of the model (its never-used
-    parameters stay frozen, see :meth:`AnyUp.set_trainable`).
+    being fine-tuned). An unfrozen method trains with the rest of the model (AnyUp's
+    never-used parameters stay frozen, see :meth:`AnyUp.set_trainable`). Before each call,
+    a registered method checks the features against what its weights were trained for
+    (:meth:`~anyup_plugin.core.methods.UpsamplingMethod.check_features`).
+
+    AnyUp upsamples all maps of a call at once (its image encoders run once); the other
+    methods run once per map. AnyUp lives in the submodule ``anyup`` (the key prefix of
+    existing checkpoints), the other methods in ``method_module``; a plain state dict of the
+    method (without the prefix) loads too.
 
     Args:
-        method: ``'anyup'`` or ``'bilinear'`` (the baseline; ``image`` is then unused).
-        checkpoint: AnyUp weights (see :func:`build_anyup`); ignored by ``'bilinear'``.
-        frozen: Keep AnyUp frozen (the probes' protocol); ``False`` fine-tunes it.
-        align_corners: Bilinear only: passed to ``F.interpolate``.
-        antialias: Bilinear only: passed to ``F.interpolate`` (matters when shrinking).
+        method: A method name or alias (:data:`UPSAMPLER_METHODS`, or one registered with
+            :func:`~anyup_plugin.core.methods.register_method`).
+        checkpoint: The method's weights: for AnyUp a local file or published name (see
+            :func:`build_anyup`); for another method its published checkpoint file (see
+            :func:`method_checkpoint`: AnyUp's published names are ignored by the others);
+            ``None`` keeps a random initialisation. Ignored by ``'bilinear'``.
+        frozen: Keep the method frozen (the probes' protocol); ``False`` trains it.
         owner: Named in log messages.
-        **anyup_kwargs: AnyUp constructor arguments (e.g. ``window_ratio``).
+        **method_kwargs: The method's own constructor arguments (AnyUp's ``window_ratio``,
+            ``attention_kernel``, ...; bilinear's ``align_corners`` and ``antialias``); see
+            :func:`method_arguments`.
+
+    Raises:
+        ValueError: An unknown method (the message lists the known ones).
+        TypeError: A keyword argument the method does not take (the message lists those it
+            takes).
 
     Shapes:
         image: (B, 3, H, W), ImageNet-normalised RGB.
@@ -106,33 +236,58 @@ class FeatureUpsampler(nn.Module):
         method: str = 'anyup',
         checkpoint: str | os.PathLike | None = None,
         frozen: bool = True,
-        align_corners: bool = False,
-        antialias: bool = False,
+        *,
         owner: str = 'FeatureUpsampler',
-        **anyup_kwargs: Any,
+        **method_kwargs: Any,
     ) -> None:
         super().__init__()
-        method = str(method).lower()
-        if method not in UPSAMPLER_METHODS:
-            raise ValueError(f'method must be one of {UPSAMPLER_METHODS}, got {method!r}')
-        self.method = method
-        self.align_corners = bool(align_corners)
-        self.antialias = bool(antialias)
-        self.anyup: AnyUp | None = None
-        if method == 'anyup':
-            self.anyup = build_anyup(checkpoint, owner=owner, **anyup_kwargs)
+        key = method_key(method)
+        accepted = method_arguments(key)
+        if accepted is not None:
+            unknown = sorted(set(method_kwargs) - set(accepted))
+            if unknown:
+                raise TypeError(
+                    f'{owner}: method {key!r} does not take {", ".join(unknown)}; it takes '
+                    f'{", ".join(accepted) or "no keyword arguments"}'
+                )
+        self.method = key
+        checkpoint = method_checkpoint(key, checkpoint, owner)
         self.checkpoint = None if checkpoint is None else os.fspath(checkpoint)
-        self.frozen = bool(frozen) or self.anyup is None
+        self.align_corners = bool(method_kwargs.get('align_corners', False))
+        self.antialias = bool(method_kwargs.get('antialias', False))
+        self.anyup: AnyUp | None = None
+        self.method_module: UpsamplingMethod | None = None
+        if key == 'anyup':
+            self.anyup = build_anyup(checkpoint, owner=owner, **method_kwargs)
+        elif key != 'bilinear':
+            self.method_module = _build_other(key, checkpoint, owner, method_kwargs)
+        module = self._module()
+        has_parameters = module is not None and any(True for _ in module.parameters())
+        self.frozen = bool(frozen) or not has_parameters
         if self.anyup is not None:
             self.anyup.set_trainable(not self.frozen)
+        elif self.method_module is not None and self.frozen:
+            self.method_module.requires_grad_(False)
         self.train(self.training)
-        self.register_load_state_dict_pre_hook(_accept_plain_anyup_keys)
+        self.register_load_state_dict_pre_hook(_accept_plain_method_keys)
+
+    @property
+    def uses_image(self) -> bool:
+        """Whether the method needs the guidance image (``image`` may be ``None`` otherwise)."""
+        if self.anyup is not None:
+            return True
+        return self.method_module is not None and type(self.method_module).uses_image
+
+    def _module(self) -> nn.Module | None:
+        """The module that upsamples (``None`` for the bilinear baseline)."""
+        return self.anyup if self.anyup is not None else self.method_module
 
     def train(self, mode: bool = True) -> FeatureUpsampler:
-        """Sets the mode; a frozen AnyUp stays in eval mode."""
+        """Sets the mode; a frozen method stays in eval mode."""
         super().train(mode)
-        if self.frozen and self.anyup is not None:
-            self.anyup.eval()
+        module = self._module()
+        if self.frozen and module is not None:
+            module.eval()
         return self
 
     def forward(
@@ -144,35 +299,47 @@ class FeatureUpsampler(nn.Module):
         """Upsamples one map or several, each to its size.
 
         Args:
-            image: (B, 3, H, W) ImageNet-normalised guidance (AnyUp); may be ``None`` for
-                ``'bilinear'``.
+            image: (B, 3, H, W) ImageNet-normalised guidance; may be ``None`` for methods
+                that do not use it (:attr:`uses_image` false, e.g. ``'bilinear'``).
             features: One (B, C, h, w) map, or a sequence of maps.
             output_size: One (H', W') (or an int, or ``None`` for the image size) for every
                 map, or one size per map, as :class:`AnyUp` takes it.
 
         Returns:
             The upsampled map, or a list of them in the order of ``features``.
+
+        Raises:
+            ValueError: ``image`` is ``None`` for a method that uses it, or sizes that do not
+                fit the maps.
+            WrongFeaturesError: Features the method's weights were not trained for.
         """
         single = isinstance(features, Tensor)
         maps = [features] if single else list(features)
         if output_size is None and image is None:
             raise ValueError('output_size=None means the image size, but image is None')
+        if image is None and self.uses_image:
+            raise ValueError(f'{self.method} needs the guidance image, got image=None')
         default = None if image is None else tuple(image.shape[-2:])
         sizes = check_output_sizes(output_size, len(maps), default)
-        if self.anyup is None:
+        if self.method_module is not None:
+            for feature_map in maps:
+                self.method_module.check_features(image, feature_map)
+        if self._module() is None:
             out = [self._bilinear(f, s) for f, s in zip(maps, sizes)]
         elif self.frozen and not any(f.requires_grad for f in maps):
             with torch.no_grad():
-                out = self._anyup(image, maps, sizes)
+                out = self._upsample(image, maps, sizes)
         else:
-            out = self._anyup(image, maps, sizes)
+            out = self._upsample(image, maps, sizes)
         return out[0] if single else out
 
-    def _anyup(self, image: Tensor | None, maps: list[Tensor], sizes: list[Size]) -> list[Tensor]:
-        if image is None:
-            raise ValueError('AnyUp needs the guidance image, got image=None')
-        # One call: the image, query and key encoders run once for all maps.
-        return self.anyup(image, maps, output_size=sizes)
+    def _upsample(
+        self, image: Tensor | None, maps: list[Tensor], sizes: list[Size]
+    ) -> list[Tensor]:
+        if self.anyup is not None:
+            # One call: the image, query and key encoders run once for all maps.
+            return self.anyup(image, maps, output_size=sizes)
+        return [self.method_module(image, f, tuple(s)) for f, s in zip(maps, sizes)]
 
     def _bilinear(self, features: Tensor, size: Size) -> Tensor:
         if tuple(features.shape[-2:]) == tuple(size):
@@ -189,17 +356,21 @@ class FeatureUpsampler(nn.Module):
         return f'method={self.method!r}, checkpoint={self.checkpoint!r}, frozen={self.frozen}'
 
 
-def _accept_plain_anyup_keys(
+def _accept_plain_method_keys(
     module: FeatureUpsampler, state_dict: dict, prefix: str, *args: Any
 ) -> None:
-    """Lets a plain AnyUp state dict (``rope.freqs``, ...) load into ``FeatureUpsampler.anyup``.
+    """Lets a plain state dict of the method (``rope.freqs``, ...) load into its submodule.
 
     Also reads checkpoints of models that held the AnyUp module directly under the name the
     upsampler now has (e.g. an MMSeg neck's ``neck.upsampler.rope.freqs``).
     """
-    if module.anyup is None:
+    if module.anyup is not None:
+        name, inner = 'anyup', module.anyup
+    elif module.method_module is not None:
+        name, inner = 'method_module', module.method_module
+    else:
         return
-    for name in module.anyup.state_dict():
-        old, new = prefix + name, prefix + 'anyup.' + name
+    for key in inner.state_dict():
+        old, new = prefix + key, f'{prefix}{name}.{key}'
         if old in state_dict and new not in state_dict:
             state_dict[new] = state_dict.pop(old)

@@ -1,10 +1,11 @@
-"""A Detectron2 backbone that owns any backbone and upsamples its features with AnyUp."""
+"""A Detectron2 backbone that owns any backbone and upsamples its features (AnyUp or any method)."""
 
 from __future__ import annotations
 
 import logging
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from detectron2.config import CfgNode
@@ -12,13 +13,9 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from torch import Tensor
 
-from anyup_plugin.core import (
-    ATTENTION_KERNELS,
-    UPSAMPLER_METHODS,
-    FeatureUpsampler,
-    stride_output_size,
-)
+from anyup_plugin.core import ATTENTION_KERNELS, FeatureUpsampler, stride_output_size
 from anyup_plugin.core.input_norm import ToImageNetNorm
+from anyup_plugin.core.upsampler import method_key
 
 __all__ = ['AnyUpBackbone', 'build_anyup_backbone', 'build_input_norm', 'output_name']
 
@@ -52,7 +49,9 @@ class AnyUpBackbone(Backbone):
     Built around another backbone as Detectron2's ``FPN`` is: it receives the normalised
     network input, runs the bottom-up backbone on it, and upsamples every feature in
     ``in_features`` to every stride in ``strides`` with one :class:`FeatureUpsampler` call
-    (AnyUp guided by the same input image, or bilinear), so AnyUp's image encoders run once.
+    (AnyUp guided by the same input image, bilinear, or any method of
+    :mod:`anyup_plugin.core.methods`, guided when it uses the image), so AnyUp's image
+    encoders run once.
     A frozen bottom-up backbone (``freeze_bottom_up``) gets no gradients and stays in eval
     mode; the upsampler's own freezing is :class:`FeatureUpsampler`'s.
 
@@ -63,7 +62,7 @@ class AnyUpBackbone(Backbone):
 
     Args:
         bottom_up: Any Detectron2 backbone.
-        upsampler: The upsampling policy (AnyUp or bilinear, frozen or trained).
+        upsampler: The upsampling policy (any method, frozen or trained).
         input_norm: Maps the network input to the ImageNet-normalised RGB guidance.
         in_features: Bottom-up outputs to upsample.
         strides: Output strides (powers of two, each at most every feature's stride).
@@ -110,7 +109,7 @@ class AnyUpBackbone(Backbone):
         self.train(self.training)
 
     def train(self, mode: bool = True) -> AnyUpBackbone:
-        """Sets the mode; a frozen bottom-up backbone (and a frozen AnyUp) stay in eval mode."""
+        """Sets the mode; a frozen bottom-up backbone (and a frozen method) stay in eval mode."""
         super().train(mode)
         if self.freeze_bottom_up:
             self.bottom_up.eval()
@@ -123,7 +122,7 @@ class AnyUpBackbone(Backbone):
                 features = self.bottom_up(x)
         else:
             features = self.bottom_up(x)
-        guidance = self.input_norm(x) if self.upsampler.method == 'anyup' else None
+        guidance = self.input_norm(x) if self.upsampler.uses_image else None
         maps = [features[f] for f, _ in self._pairs]
         sizes = [stride_output_size(x.shape[-2:], s) for _, s in self._pairs]
         upsampled = self.upsampler(guidance, maps, sizes)
@@ -173,8 +172,19 @@ def _check_features_and_strides(
         if finest is not None and stride > finest:
             raise ValueError(
                 f'MODEL.ANYUP.STRIDES: {stride} is coarser than the stride {finest} of '
-                f'MODEL.ANYUP.IN_FEATURES {in_features} (AnyUp upsamples); allowed: {allowed}'
+                f'MODEL.ANYUP.IN_FEATURES {in_features} (upsampling only); allowed: {allowed}'
             )
+
+
+def _method_kwargs(pairs: Any) -> dict[str, Any]:
+    """``MODEL.ANYUP.METHOD_KWARGS`` ([key, value] pairs, as ``MODEL.TIMM.KWARGS``) as a dict."""
+    try:
+        return {str(key): value for key, value in pairs}
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            'MODEL.ANYUP.METHOD_KWARGS must be [key, value] pairs (e.g. [["window_ratio", 0.2]]), '
+            f'got {pairs!r}'
+        ) from exc
 
 
 def _bottom_up_names() -> list[str]:
@@ -194,13 +204,16 @@ def build_anyup_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> AnyUpBackbone:
 
     Raises:
         ValueError: A 1- or 4-channel input, an unknown ``MODEL.ANYUP.BOTTOM_UP``,
-            ``UPSAMPLER``, ``ATTENTION_KERNEL`` or ``INPUT.FORMAT``, a feature the bottom-up
-            backbone does not produce, or a stride that is not a power of two (each message
-            names the key and the allowed values).
+            ``UPSAMPLER``, ``ATTENTION_KERNEL`` or ``INPUT.FORMAT``, ``METHOD_KWARGS`` that are
+            not [key, value] pairs, a feature the bottom-up backbone does not produce, or a
+            stride that is not a power of two (each message names the key and the allowed
+            values).
+        TypeError: A ``METHOD_KWARGS`` key the method does not take (the message lists those
+            it takes).
     """
     if input_shape.channels not in (None, 3):
         raise ValueError(
-            f'AnyUp needs 3-channel images (MODEL.PIXEL_MEAN with 3 values), got '
+            f'The upsampler needs 3-channel images (MODEL.PIXEL_MEAN with 3 values), got '
             f'{input_shape.channels} channels'
         )
     anyup_cfg = cfg.MODEL.ANYUP
@@ -211,17 +224,23 @@ def build_anyup_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> AnyUpBackbone:
             f'MODEL.ANYUP.BOTTOM_UP {name!r} is not a registered bottom-up backbone; allowed: '
             f'{_bottom_up_names()}'
         )
-    method = str(anyup_cfg.UPSAMPLER).lower()
-    if method not in UPSAMPLER_METHODS:
-        raise ValueError(
-            f'MODEL.ANYUP.UPSAMPLER must be one of {UPSAMPLER_METHODS}, got {anyup_cfg.UPSAMPLER!r}'
-        )
+    try:
+        method = method_key(anyup_cfg.UPSAMPLER)
+    except ValueError as exc:
+        raise ValueError(f'MODEL.ANYUP.UPSAMPLER: {exc}') from exc
     kernel = str(anyup_cfg.ATTENTION_KERNEL)
     if kernel not in ATTENTION_KERNELS:
         raise ValueError(
             f'MODEL.ANYUP.ATTENTION_KERNEL must be one of {ATTENTION_KERNELS}, '
             f'got {anyup_cfg.ATTENTION_KERNEL!r}'
         )
+    method_kwargs = _method_kwargs(anyup_cfg.METHOD_KWARGS)
+    if method == 'anyup':
+        # Keys of their own for AnyUp (the probe configs pin WINDOW_RATIO); the other methods
+        # ignore them, so that switching UPSAMPLER on the command line needs nothing else.
+        method_kwargs = {'attention_kernel': kernel, **method_kwargs}
+        if anyup_cfg.WINDOW_RATIO is not None:
+            method_kwargs = {'window_ratio': anyup_cfg.WINDOW_RATIO, **method_kwargs}
     bottom_up = BACKBONE_REGISTRY.get(name)(cfg, input_shape)
     _check_features_and_strides(
         bottom_up.output_shape(), list(anyup_cfg.IN_FEATURES), list(anyup_cfg.STRIDES)
@@ -232,16 +251,22 @@ def build_anyup_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> AnyUpBackbone:
             checkpoint=anyup_cfg.CHECKPOINT or None,
             frozen=anyup_cfg.FROZEN,
             owner='build_anyup_backbone',
-            attention_kernel=kernel,
-            **({} if anyup_cfg.WINDOW_RATIO is None else {'window_ratio': anyup_cfg.WINDOW_RATIO}),
+            **method_kwargs,
         )
+    except TypeError as exc:
+        raise TypeError(f'MODEL.ANYUP.METHOD_KWARGS: {exc}') from exc
     except FileNotFoundError as exc:
+        allowed = (
+            "a local .pth file, 'anyup_paper' or 'anyup_multi_backbone'"
+            if method == 'anyup'
+            else f'a local weights file of {method}'
+        )
         raise FileNotFoundError(
-            f'MODEL.ANYUP.CHECKPOINT {anyup_cfg.CHECKPOINT!r}: {exc} (allowed: a local .pth '
-            "file, 'anyup_paper' or 'anyup_multi_backbone', or '' for random weights)"
+            f'MODEL.ANYUP.CHECKPOINT {anyup_cfg.CHECKPOINT!r}: {exc} (allowed: {allowed}, '
+            "or '' for random weights)"
         ) from exc
     logger.info(
-        'AnyUp backbone: %s around %s, %s upsampled to strides %s',
+        'Upsampling backbone: %s around %s, %s upsampled to strides %s',
         method,
         name,
         list(anyup_cfg.IN_FEATURES),

@@ -13,7 +13,8 @@ def add_anyup_config(cfg: CfgNode) -> CfgNode:
     Call it on ``get_cfg()`` before ``merge_from_file`` (as Detectron2 projects do with their
     own ``add_*_config``). Keys added:
 
-    ``MODEL.ANYUP`` (the ``build_anyup_backbone`` wrapper, set ``MODEL.BACKBONE.NAME`` to it):
+    ``MODEL.ANYUP`` (the ``build_anyup_backbone`` wrapper, set ``MODEL.BACKBONE.NAME`` to it;
+    despite the name, it runs any upsampling method):
 
     * ``BOTTOM_UP``: the ``BACKBONE_REGISTRY`` name of the backbone it owns, e.g.
       ``'build_frozen_timm_backbone'`` (``MODEL.TIMM``) or Detectron2's
@@ -23,18 +24,34 @@ def add_anyup_config(cfg: CfgNode) -> CfgNode:
     * ``STRIDES``: output strides, powers of two, each at most the feature's own stride (1:
       input size, the linear probe; 4 for ``SemSegFPNHead``). Every feature is upsampled to
       every stride, named ``'<feature>_s<stride>'`` (e.g. ``'feat0_s1'``).
-    * ``UPSAMPLER``: ``'anyup'`` or ``'bilinear'`` (the baseline).
-    * ``CHECKPOINT``: AnyUp weights, a local path or a published name (``'anyup_paper'``,
-      ``'anyup_multi_backbone'``); "" keeps a random initialisation (with a warning).
-    * ``FROZEN``: keep AnyUp frozen (the probe protocol); ``False`` trains it.
+    * ``UPSAMPLER``: the upsampling method: ``'anyup'``, ``'bilinear'`` (the baseline) or any
+      method of :mod:`anyup_plugin.core.methods` (``'bicubic'``, ``'guided_filter'``,
+      ``'joint_bilateral'``, ``'featup'``, ``'jafar'``, ``'loftup'``, ``'naf'``, or one added
+      with ``register_method``); an unknown name lists the known ones. Switch it on the command
+      line: ``MODEL.ANYUP.UPSAMPLER guided_filter``.
+    * ``CHECKPOINT``: the method's weights. AnyUp: a local path or a published name
+      (``'anyup_paper'``, ``'anyup_multi_backbone'``); another method: its published
+      checkpoint file (``MODEL.ANYUP.UPSAMPLER jafar MODEL.ANYUP.CHECKPOINT /path/jafar.pth``),
+      and it ignores AnyUp's published names (with a warning), as ``'bilinear'`` ignores any
+      checkpoint. "" keeps a random initialisation (with a warning for methods with weights).
+    * ``METHOD_KWARGS``: the method's own constructor arguments as ``[key, value]`` pairs, as
+      ``MODEL.TIMM.KWARGS`` takes them, e.g. ``MODEL.ANYUP.METHOD_KWARGS
+      "[['align_corners', True]]"`` for ``'bilinear'`` (Detectron2 reads the quoted value
+      as a Python literal). A key the method's signature does not have fails at build,
+      listing those it takes. For AnyUp they override ``WINDOW_RATIO`` and
+      ``ATTENTION_KERNEL``.
+    * ``FROZEN``: keep the method frozen (the probe protocol; no gradients, eval mode);
+      ``False`` trains it.
     * ``FREEZE_BOTTOM_UP``: keep the bottom-up backbone frozen (no gradients, eval mode);
       ``False`` leaves it to its own settings (e.g. ``MODEL.BACKBONE.FREEZE_AT``). A timm
       backbone is always frozen.
     * ``WINDOW_RATIO``: AnyUp's attention window relative to the image; ``None`` (the
-      default) keeps the checkpoint's (stored beside trained exports, else 0.1).
+      default) keeps the checkpoint's (stored beside trained exports, else 0.1). Other
+      methods ignore it.
     * ``ATTENTION_KERNEL``: how AnyUp computes its attention, ``'auto'`` (the default, today
       ``'matmul'``), ``'matmul'``, ``'sdpa'`` (PyTorch's fused kernels, for GPUs) or
       ``'triton'`` (fused Triton kernels, CUDA only, not yet run on GPU hardware); all exact.
+      Other methods ignore it.
 
     ``MODEL.TIMM`` (the ``build_frozen_timm_backbone`` bottom-up):
 
@@ -70,6 +87,7 @@ def add_anyup_config(cfg: CfgNode) -> CfgNode:
     cfg.MODEL.ANYUP.STRIDES = [1]
     cfg.MODEL.ANYUP.UPSAMPLER = 'anyup'
     cfg.MODEL.ANYUP.CHECKPOINT = ''
+    cfg.MODEL.ANYUP.METHOD_KWARGS = []
     cfg.MODEL.ANYUP.FROZEN = True
     cfg.MODEL.ANYUP.FREEZE_BOTTOM_UP = True
     cfg.MODEL.ANYUP.WINDOW_RATIO = None

@@ -1,4 +1,4 @@
-"""Detectron2 adapter: config keys, AnyUp around any backbone, the timm backbone, the head."""
+"""Detectron2 adapter: config keys, any upsampler around any backbone, timm backbone, head."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from detectron2.modeling import build_backbone, build_model
 
 from anyup_plugin.constants import IMAGENET_MEAN, IMAGENET_STD
 from anyup_plugin.core.anyup import AnyUp
+from anyup_plugin.core.methods import METHOD_CLASSES, UpsamplingMethod
 from anyup_plugin.detectron2 import (
     AnyUpBackbone,
     AnyUpSemSegTrainer,
@@ -59,7 +60,7 @@ def test_add_anyup_config_defaults_and_yaml_twins():
     assert anyup.BOTTOM_UP == 'build_frozen_timm_backbone' and anyup.UPSAMPLER == 'anyup'
     assert anyup.IN_FEATURES == ['feat0'] and anyup.STRIDES == [1]
     assert anyup.FROZEN and anyup.FREEZE_BOTTOM_UP and anyup.WINDOW_RATIO is None
-    assert anyup.ATTENTION_KERNEL == 'auto'
+    assert anyup.ATTENTION_KERNEL == 'auto' and anyup.METHOD_KWARGS == []
     assert cfg.MODEL.TIMM.LAYERS == [-1] and cfg.MODEL.TIMM.APPLY_NORM
     assert cfg.MODEL.TIMM.CHECKPOINT == '' and anyup.CHECKPOINT == ''
     classes = {'ade20k': 151, 'coco_stuff27': 27, 'voc2012': 21}
@@ -306,7 +307,12 @@ def test_model_receives_pixels_in_input_format(make_cfg):
         (['MODEL.TIMM.NAME', 'vit_smal_patch14_dinov2'], ValueError,
          ['MODEL.TIMM', 'not a timm model', 'vit_small_patch14_dinov2']),
         (['MODEL.ANYUP.UPSAMPLER', 'nearest'], ValueError,
-         ['MODEL.ANYUP.UPSAMPLER', "'anyup', 'bilinear'"]),
+         ['MODEL.ANYUP.UPSAMPLER', "unknown upsampling method 'nearest'", 'anyup, ',
+          'bilinear, ', 'guided_filter', 'jafar']),
+        (['MODEL.ANYUP.METHOD_KWARGS', ['window_ratio']], ValueError,
+         ['MODEL.ANYUP.METHOD_KWARGS', '[key, value] pairs']),
+        (['MODEL.ANYUP.METHOD_KWARGS', [['radius', 2]]], TypeError,
+         ['MODEL.ANYUP.METHOD_KWARGS', "method 'anyup' does not take radius", 'window_ratio']),
         (['MODEL.ANYUP.ATTENTION_KERNEL', 'flash'], ValueError,
          ['MODEL.ANYUP.ATTENTION_KERNEL', "'matmul', 'sdpa'", "'flash'"]),
         (['MODEL.ANYUP.STRIDES', [3]], ValueError,
@@ -393,3 +399,72 @@ def test_optimiser_trains_only_the_head(make_cfg):
     params = {id(p) for g in AnyUpSemSegTrainer.build_optimizer(fpn_cfg, fpn).param_groups
               for p in g['params']}  # fmt: skip
     assert params == {id(p) for p in fpn.sem_seg_head.parameters()}
+
+
+# --- any registered method by MODEL.ANYUP.UPSAMPLER, with MODEL.ANYUP.METHOD_KWARGS --------------
+
+
+class _GuidedScale(UpsamplingMethod):
+    """Nearest upsampling times a learnable gain, plus ``offset`` x the image's mean."""
+
+    name = 'test_guided_scale'
+
+    def __init__(self, offset: float = 0.0) -> None:
+        super().__init__()
+        self.offset = offset
+        self.gain = torch.nn.Parameter(torch.full((1,), 2.0))
+
+    def forward(self, image, features, output_size):
+        out = F.interpolate(features, size=output_size, mode='nearest')
+        return self.gain * out + self.offset * image.mean()
+
+
+@pytest.fixture
+def guided_scale(monkeypatch):
+    monkeypatch.setitem(METHOD_CLASSES, 'test_guided_scale', _GuidedScale)
+    return 'test_guided_scale'
+
+
+def test_command_line_switches_the_method_and_passes_its_arguments(
+    make_cfg, guided_scale, no_network
+):
+    # The AnyUp config with its AnyUp keys (CHECKPOINT 'anyup_paper', WINDOW_RATIO 0.1),
+    # switched by command-line overrides: the other method ignores them, nothing is downloaded.
+    cfg = make_cfg('anyup', 'MODEL.ANYUP.CHECKPOINT', 'anyup_paper')
+    cfg.merge_from_list(['MODEL.ANYUP.UPSAMPLER', 'Test_Guided_Scale',
+                         'MODEL.ANYUP.METHOD_KWARGS', "[['offset', 3.0]]"])  # fmt: skip
+    assert cfg.MODEL.ANYUP.CHECKPOINT == 'anyup_paper' and cfg.MODEL.ANYUP.WINDOW_RATIO == 0.1
+    model = build_model(cfg).train()
+    upsampler = model.backbone.upsampler
+    assert upsampler.method == 'test_guided_scale' and upsampler.anyup is None
+    assert upsampler.checkpoint is None and upsampler.method_module.offset == 3.0
+    assert not upsampler.method_module.training and not upsampler.method_module.gain.requires_grad
+    _train_step(model)  # frozen: no gradient reaches the method
+    assert upsampler.method_module.gain.grad is None
+
+    backbone = model.backbone.eval()
+    rgb = _rgb_pixels(TINY, TINY)
+    out = backbone(_network_input(cfg, rgb))['feat0_s1']
+    image = _imagenet(rgb)  # the guidance, computed independently
+    feats = backbone.bottom_up.encoder(image)[0]
+    expected = 2.0 * F.interpolate(feats, size=(TINY, TINY), mode='nearest') + 3.0 * image.mean()
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_unfrozen_method_trains(make_cfg, guided_scale):
+    model = build_model(make_cfg('anyup', 'MODEL.ANYUP.UPSAMPLER', guided_scale,
+                                 'MODEL.ANYUP.FROZEN', False)).train()  # fmt: skip
+    method = model.backbone.upsampler.method_module
+    assert method.training and method.gain.requires_grad
+    _train_step(model)
+    assert method.gain.grad is not None
+
+
+def test_bilinear_takes_its_arguments_from_the_command_line(make_cfg):
+    cfg = make_cfg('bilinear', 'MODEL.ANYUP.METHOD_KWARGS', "[['align_corners', True]]")
+    backbone = build_backbone(cfg).eval()
+    feats = torch.randn(1, 48, 4, 4)
+    backbone.bottom_up.forward = lambda x: {'feat0': feats}
+    out = backbone(torch.randn(1, 3, TINY, TINY))['feat0_s1']
+    expected = F.interpolate(feats, size=(TINY, TINY), mode='bilinear', align_corners=True)
+    torch.testing.assert_close(out, expected)
