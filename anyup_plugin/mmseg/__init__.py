@@ -21,7 +21,7 @@ from .datasets import (
 from .decode_heads import DepthProbeHead, LinearProbeHead, NormalProbeHead
 from .evaluation import NYUDepthMetric, NYUNormalMetric, PresentClassIoUMetric
 from .losses import ProbeDepthLoss, ProbeNormalLoss
-from .necks import AnyUpNeck, BilinearNeck, ImageGuidedNeck
+from .necks import AnyUpNeck, BilinearNeck, ImageGuidedNeck, UpsamplerNeck
 from .segmentors import AnyUpDepthEstimator, AnyUpEncoderDecoder, AnyUpNormalEstimator
 from .transforms import (
     LoadNYUAnnotations,
@@ -62,5 +62,6 @@ __all__ = [
     'RandomColorJitter',
     'ResizeShortSide',
     'SegCenterCrop',
+    'UpsamplerNeck',
     'VOC2012Dataset',
 ]
