@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import os
+import ctypes
+import ctypes.util
+import functools
 import statistics
-import threading
 import time
 from dataclasses import dataclass
 
@@ -13,16 +14,60 @@ from torch import Tensor, nn
 
 __all__ = ['CallRecord', 'UpsamplerProfiler', 'current_rss_bytes']
 
-_PAGE_SIZE = os.sysconf('SC_PAGE_SIZE') if hasattr(os, 'sysconf') else 4096
+
+def _status_bytes(field: str) -> int | None:
+    """A memory field of ``/proc/self/status`` (``VmRSS`` now, ``VmHWM`` peak) in bytes."""
+    try:
+        with open('/proc/self/status', encoding='ascii') as status:
+            for line in status:
+                if line.startswith(field + ':'):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def current_rss_bytes() -> int | None:
-    """This process's resident memory in bytes (Linux ``/proc``); ``None`` where unavailable."""
+    """This process's resident memory in bytes (Linux); ``None`` where unavailable."""
+    return _status_bytes('VmRSS')
+
+
+def _reset_peak_rss() -> bool:
+    """Sets this process's peak resident memory (``VmHWM``) to the current one (Linux)."""
     try:
-        with open('/proc/self/statm', encoding='ascii') as handle:
-            return int(handle.read().split()[1]) * _PAGE_SIZE
-    except (OSError, ValueError, IndexError):
+        with open('/proc/self/clear_refs', 'w', encoding='ascii') as handle:
+            handle.write('5')
+        return True
+    except OSError:
+        return False
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or ``None`` (another C library)."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6').malloc_trim
+    except (OSError, AttributeError):
         return None
+
+
+def _start_cpu_peak() -> int | None:
+    """Prepares a peak measurement; returns the resident memory it is measured from.
+
+    Freed heap memory goes back to the system first (``malloc_trim``), so that memory the
+    allocator kept from earlier calls counts again when this call reuses it.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+    if not _reset_peak_rss():
+        return None
+    return current_rss_bytes()
+
+
+def _cpu_peak_since(base: int | None) -> int | None:
+    peak = _status_bytes('VmHWM')
+    return None if base is None or peak is None else max(peak - base, 0)
 
 
 @dataclass
@@ -39,33 +84,6 @@ class CallRecord:
     seconds: float
     peak_bytes: int | None
     batch: int
-
-
-class _RssSampler:
-    """Samples the resident memory in a thread (torch releases the GIL in its kernels)."""
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self.base = current_rss_bytes()
-        self.peak = self.base
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            rss = current_rss_bytes()
-            if rss is not None and self.peak is not None:
-                self.peak = max(self.peak, rss)
-            time.sleep(self.interval)
-
-    def stop(self) -> int | None:
-        self._stop.set()
-        self._thread.join()
-        rss = current_rss_bytes()
-        if self.base is None or rss is None or self.peak is None:
-            return None
-        return max(self.peak, rss) - self.base
 
 
 def _batch_size(inputs: object) -> int:
@@ -86,35 +104,34 @@ class UpsamplerProfiler:
     Forward hooks on the module: nothing of the model changes. On CUDA the time is taken
     between ``torch.cuda.synchronize()`` calls and the memory is
     ``torch.cuda.max_memory_allocated()`` during the call minus the allocation before it
-    (PyTorch's tensors; the peak statistics are reset before each call). On the CPU the memory
-    is the increase of the process's resident set size, sampled every ``rss_interval`` seconds
-    in a thread during the call: an estimate (short peaks between samples are missed, memory
-    the allocator kept from earlier calls is not counted again).
+    (PyTorch's tensors; the peak statistics are reset before each call). On the CPU (Linux)
+    it is the process's peak resident memory during the call (``VmHWM``, reset before the
+    call) minus its resident memory at the start, after freed heap memory was returned to the
+    system (glibc ``malloc_trim``): everything the call touched, the allocator's and the
+    libraries' overhead included; ``None`` where ``/proc`` does not allow it.
 
     Use as a context manager, or call :meth:`attach` and :meth:`detach`; ``enabled`` switches
-    recording on and off (e.g. only during the test loop).
+    recording off and on.
 
     Args:
         module: The module to profile (the segmentor's neck).
         device: Where it runs: ``'cuda...'`` or ``'cpu'``.
-        rss_interval: CPU sampling interval in seconds.
     """
 
-    def __init__(self, module: nn.Module, device: str | torch.device, rss_interval=0.001):
+    def __init__(self, module: nn.Module, device: str | torch.device) -> None:
         self.module = module
         self.device = torch.device(device)
-        self.rss_interval = rss_interval
         self.records: list[CallRecord] = []
         self.enabled = True
         self._handles: list = []
-        self._start: tuple[float, int, int, _RssSampler | None] | None = None
+        self._start: tuple[float, int | None, int] | None = None
 
     @property
     def memory_kind(self) -> str:
         """How memory is measured, for the table's note."""
         if self.device.type == 'cuda':
             return 'CUDA peak allocated (torch.cuda.max_memory_allocated) above the start'
-        return 'CPU peak resident-memory increase (RSS, sampled every 1 ms)'
+        return 'CPU peak resident memory (VmHWM) above the start, freed heap trimmed before'
 
     def attach(self) -> UpsamplerProfiler:
         """Registers the hooks."""
@@ -140,28 +157,26 @@ class UpsamplerProfiler:
         if not self.enabled:
             return
         batch = _batch_size(args)
-        sampler = None
-        base = 0
         if self.device.type == 'cuda':
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             base = torch.cuda.memory_allocated(self.device)
         else:
-            sampler = _RssSampler(self.rss_interval)
-        self._start = (time.perf_counter(), base, batch, sampler)
+            base = _start_cpu_peak()
+        self._start = (time.perf_counter(), base, batch)
 
     def _after(self, module: nn.Module, args: tuple, output: object) -> None:
         if not self.enabled or self._start is None:
             return
-        start, base, batch, sampler = self._start
+        start, base, batch = self._start
         self._start = None
         if self.device.type == 'cuda':
             torch.cuda.synchronize(self.device)
             seconds = time.perf_counter() - start
-            peak: int | None = torch.cuda.max_memory_allocated(self.device) - base
+            peak = torch.cuda.max_memory_allocated(self.device) - base
         else:
             seconds = time.perf_counter() - start
-            peak = sampler.stop() if sampler is not None else None
+            peak = _cpu_peak_since(base)
         self.records.append(CallRecord(seconds, peak, max(batch, 1)))
 
     def summary(self) -> dict[str, float | int | str | None]:
@@ -172,17 +187,10 @@ class UpsamplerProfiler:
             ``peak_memory_mb_per_image``: the largest call peak / its batch, in MiB (``None``
             when unmeasured); ``profiled_images``; ``memory_kind``.
         """
-        if not self.records:
-            return {
-                'time_ms_per_image': None,
-                'peak_memory_mb_per_image': None,
-                'profiled_images': 0,
-                'memory_kind': self.memory_kind,
-            }
         times = [r.seconds * 1e3 / r.batch for r in self.records]
         peaks = [r.peak_bytes / r.batch for r in self.records if r.peak_bytes is not None]
         return {
-            'time_ms_per_image': statistics.median(times),
+            'time_ms_per_image': statistics.median(times) if times else None,
             'peak_memory_mb_per_image': max(peaks) / 2**20 if peaks else None,
             'profiled_images': sum(r.batch for r in self.records),
             'memory_kind': self.memory_kind,

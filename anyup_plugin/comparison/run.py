@@ -97,19 +97,25 @@ def set_epochs(cfg, epochs: int) -> None:
     """Sets the epochs of a probe config and stretches its schedule to match.
 
     The segmentation probes' per-epoch cosine ends at the last epoch; the NYU probes' warm-up
-    is kept at most half of the run and their cosine follows it to the end.
+    is kept to whole epochs, at most half of the run (none in a one-epoch run, where it could
+    round to zero iterations), and their cosine follows it to the end.
     """
     cfg.train_cfg.max_epochs = epochs
     warmup = 0
+    schedulers = []
     for scheduler in cfg.param_scheduler:
         if scheduler.get('by_epoch', True) and 'T_max' in scheduler:
             scheduler.T_max = epochs
             scheduler.end = epochs
         elif scheduler.type == 'LinearLR':
-            warmup = min(scheduler.end, epochs / 2)
+            warmup = min(int(scheduler.end), epochs // 2)
+            if warmup == 0:
+                continue
             scheduler.end = warmup
         elif scheduler.type == 'CosineAnnealingLR':
             scheduler.begin, scheduler.end = warmup, epochs
+        schedulers.append(scheduler)
+    cfg.param_scheduler = schedulers
 
 
 def _loaders(cfg) -> list:
