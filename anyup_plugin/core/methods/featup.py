@@ -176,8 +176,12 @@ class LearnedRangeJBU(nn.Module):
         filters = kernel.view(batch, self.diameter, self.diameter, height, width).permute(
             0, 3, 4, 1, 2
         )
-        upsampled = F.interpolate(source, (height, width), mode='bicubic', align_corners=False)
-        padded = F.pad(upsampled, [self.radius] * 4, mode='reflect')
+        # One expression, so that the unpadded copy is freed before the output is allocated.
+        padded = F.pad(
+            F.interpolate(source, (height, width), mode='bicubic', align_corners=False),
+            [self.radius] * 4,
+            mode='reflect',
+        )
         return adaptive_conv(padded, filters)
 
 
@@ -274,7 +278,9 @@ class FeatUpJBU(UpsamplingMethod):
         for step in (self.up1, self.up2, self.up3, self.up4):
             small = F.adaptive_avg_pool2d(guidance, (2 * out.shape[-2], 2 * out.shape[-1]))
             out = step(out, small)
-        return self.fixup_proj(out) * 0.1 + out
+        # In place on the convolution's fresh output (its backward does not need it): one
+        # output-sized temporary instead of two, 2 GiB less at 1168 x 1168 x 384.
+        return self.fixup_proj(out).mul_(0.1).add_(out)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, **kwargs: Any) -> FeatUpJBU:
