@@ -45,6 +45,9 @@ Size = tuple[int, int]
 #: The published weights (``hubconf.py`` of github.com/valeoai/NAF).
 NAF_CHECKPOINT_URL = 'https://github.com/valeoai/NAF/releases/download/model/naf_release.pth'
 
+#: Keys that only an AnyUp checkpoint has (its image encoder and key basis).
+_ANYUP_KEYS = ('image_encoder.0.weight', 'key_features_encoder.0.basis')
+
 
 class _EncoderBlock(nn.Module):
     """GroupNorm, SiLU, conv, GroupNorm, SiLU, conv (the published ``EncBlock``, no residual)."""
@@ -365,21 +368,32 @@ def _infer_config(state: dict[str, Any], path: str | os.PathLike) -> dict[str, A
 
 
 def _describe_other(state: dict[str, Any]) -> str:
-    """What a state dict that is not NAF's holds, from the other methods' key hints."""
+    """What a state dict that is not NAF's holds: AnyUp, another method, or a few keys."""
     from .registry import METHOD_CLASSES, method_class
 
-    keys = list(state)
+    def has(hints: tuple[str, ...]) -> bool:
+        # Bare or under a prefix ('model.', 'upsampler.'), as training checkpoints store them.
+        return bool(hints) and all(any(k == h or k.endswith('.' + h) for k in state) for h in hints)
+
+    if has(_ANYUP_KEYS):
+        return 'this holds an AnyUp checkpoint (load it with AnyUp.from_pretrained)'
     for name in METHOD_CLASSES:
-        if name == 'naf':
+        if name == NAF.name:
             continue
         try:
-            hints = method_class(name).checkpoint_keys_hint
-        except (ImportError, AttributeError):  # a method not (yet) importable says nothing
+            other = method_class(name)
+        except (ImportError, AttributeError):  # a method not importable here says nothing
             continue
-        if hints and any(h in state for h in hints):
-            return f'it holds a {name} checkpoint ({len(keys)} keys, e.g. {", ".join(keys[:3])})'
-    if any(k.startswith(('upsampler.', 'encoder.', 'image_encoder.')) for k in keys) and any(
-        'attention' in k or 'attn' in k for k in keys
-    ):
-        return f'it holds {len(keys)} keys of another upsampler (e.g. {", ".join(keys[:3])})'
-    return f'it holds {len(keys)} keys, e.g. {", ".join(keys[:3]) or "none"}'
+        if has(tuple(other.checkpoint_keys_hint)):
+            return f"this holds a {other.__name__} checkpoint (method '{name}')"
+    stem = NAF.checkpoint_keys_hint[0]
+    prefixed = [k for k in state if k.endswith('.' + stem)]
+    if prefixed and has(NAF.checkpoint_keys_hint):
+        return (
+            f'this holds NAF weights under the prefix {prefixed[0][: -len(stem)]!r}, not the '
+            'published plain state dict (strip the prefix from every key)'
+        )
+    if isinstance(state.get('state_dict'), dict):
+        return "this holds a training checkpoint ({'state_dict': ...}), not released weights"
+    shown = ', '.join(str(k) for k in list(state)[:5]) or 'none'
+    return f'this holds {len(state)} entries, e.g. {shown}'
