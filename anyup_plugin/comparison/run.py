@@ -268,8 +268,8 @@ def _demo_benchmarks() -> list[Benchmark]:
     return [b for b in BENCHMARKS.values() if b.demo_config is not None]
 
 
-def _check_neck_takes_method(cfg, method: str) -> None:
-    """A clear error when this checkout's neck cannot switch to ``method`` yet."""
+def _check_neck_takes_method(neck_type: str, method: str) -> None:
+    """A clear error, before anything trains, when the neck cannot switch to ``method``."""
     if method in ('anyup', 'bilinear'):
         return
     import inspect
@@ -278,12 +278,12 @@ def _check_neck_takes_method(cfg, method: str) -> None:
 
     import anyup_plugin.mmseg  # noqa: F401  (registers the necks)
 
-    neck_cls = MODELS.get(cfg.model.neck['type'])
+    neck_cls = MODELS.get(neck_type)
     if neck_cls is not None and 'method' not in inspect.signature(neck_cls).parameters:
-        raise RuntimeError(
-            f'{cfg.model.neck["type"]} has no `method` argument in this checkout, so {method!r} '
-            "cannot be put in the probe's neck; compare 'anyup' and 'bilinear', or update to a "
-            'version whose neck takes model.neck.method'
+        raise ValueError(
+            f'{neck_type} has no `method` argument in this checkout, so {method!r} cannot be '
+            "put in the probe's neck: compare 'anyup' and 'bilinear', or update to a version "
+            'whose neck takes model.neck.method'
         )
 
 
@@ -375,7 +375,7 @@ def run_method(
     cfg = build_method_config(
         bench, method, work, checkpoint, demo, data_root, cfg_options, config_dir
     )
-    _check_neck_takes_method(cfg, method)
+    _check_neck_takes_method(cfg.model.neck['type'], method)
     runner = Runner.from_cfg(cfg)
     runner.train()
     model = runner.model
@@ -469,6 +469,12 @@ def run_comparison(
     if demo is not None and bench.demo_config is None:
         demos = [b.name for b in _demo_benchmarks()]
         raise ValueError(f'--demo has no generated data for {bench.name}; demo benchmarks: {demos}')
+    from mmengine.config import Config
+
+    folder = Path(config_dir) if config_dir is not None else default_config_dir()
+    base_cfg = Config.fromfile(str(folder / (bench.config if demo is None else bench.demo_config)))
+    for key in keys:
+        _check_neck_takes_method(base_cfg.model.neck['type'], key)
     out = Path(out_dir)
     base = Path(work_dir) if work_dir is not None else out
     if demo is not None and data_root is None:
