@@ -31,6 +31,7 @@ from ..checkpoints import (
 )
 from .base import Size, UpsamplingMethod
 from .loftup_layers import ChannelNorm, LoftUpNetwork, fourier_dtype
+from .registry import METHOD_CLASSES, method_class
 
 __all__ = ['LOFTUP_RELEASES', 'LoftUp']
 
@@ -59,6 +60,8 @@ _VALID = (
     "a state dict saved by torch.save with keys 'upsampler.*' and 'channelnorm.norm.*' "
     '(the released pytorch_model.bin)'
 )
+# Keys of an AnyUp checkpoint (FeatureUpsampler's own method, not in the registry).
+_ANYUP_KEYS = ('image_encoder.0.weight', 'key_features_encoder.0.basis')
 _LAYER_KEY = re.compile(r'^upsampler\.ca_transformer\.layers\.(\d+)\.')
 
 
@@ -212,27 +215,45 @@ def _release_name(channels: int) -> str:
     return release[0] if release else 'no released LoftUp checkpoint'
 
 
-def _describe_foreign(state_dict: Mapping[str, Any]) -> str:
-    """What a state dict that does not fit LoftUp holds, as far as its keys tell."""
-    keys = set(state_dict)
-    if 'fourier_feat.1.biases' in keys and 'ca_transformer.norm.weight' in keys:
-        return (
-            "holds LoftUp's network alone, without the feature LayerNorm 'channelnorm.norm.*' "
-            '(as Hugging Face model.safetensors files are); use the pytorch_model.bin of the '
-            'same repository'
-        )
-    if 'state_dict' in keys:
-        return "holds a training checkpoint ({'state_dict': ...}), not the released weights"
-    from .registry import METHOD_CLASSES, method_class
+def _has_keys(state: Mapping[str, Any], hints: tuple[str, ...]) -> bool:
+    """Whether every hint is a key of ``state``, bare or under a prefix."""
+    keys = [k for k in state if isinstance(k, str)]
+    return bool(hints) and all(any(k == h or k.endswith('.' + h) for k in keys) for h in hints)
 
-    for name in METHOD_CLASSES:
-        if name == LoftUp.name:
-            continue
-        try:
-            hint = method_class(name).checkpoint_keys_hint
-        except (ImportError, AttributeError):
-            # A method whose module is missing or broken cannot name its keys; others can.
-            continue
-        if hint and all(key in keys for key in hint):
-            return f'holds a {method_class(name).__name__} checkpoint ({name!r})'
-    return f'holds {len(keys)} keys that are not those of LoftUp'
+
+def _describe_foreign(state_dict: Mapping[str, Any]) -> str:
+    """What a checkpoint that does not fit LoftUp holds, as far as its keys tell.
+
+    Looks at the top level and one level down (training checkpoints keep their weights under
+    ``'state_dict'``, JAFAR's under ``'jafar'``).
+    """
+    levels = [state_dict, *(v for v in state_dict.values() if isinstance(v, Mapping))]
+    network_keys = tuple(k.removeprefix('upsampler.') for k in LoftUp.checkpoint_keys_hint[:2])
+    for state in levels:
+        if _has_keys(state, LoftUp.checkpoint_keys_hint[:2]):
+            return (
+                'holds LoftUp weights in a training checkpoint (not the released '
+                'pytorch_model.bin layout)'
+            )
+        if _has_keys(state, network_keys):
+            return (
+                "holds LoftUp's network alone, without the feature LayerNorm 'channelnorm.norm.*' "
+                '(as Hugging Face model.safetensors files are); use the pytorch_model.bin of the '
+                'same repository'
+            )
+        if _has_keys(state, _ANYUP_KEYS):
+            return 'holds an AnyUp checkpoint (load it with AnyUp.from_pretrained)'
+        for name in METHOD_CLASSES:
+            if name == LoftUp.name:
+                continue
+            try:
+                other = method_class(name)
+            except Exception:
+                # Naming the file's method is a courtesy of an error message: a method whose
+                # module cannot be imported here is skipped rather than raising instead.
+                continue
+            if _has_keys(state, tuple(other.checkpoint_keys_hint)):
+                return f'holds a {other.__name__} checkpoint (method {name!r})'
+    keys = [str(k) for k in list(state_dict)[:5]]
+    more = ', ...' if len(state_dict) > 5 else ''
+    return f'holds {len(state_dict)} key(s) ({", ".join(keys)}{more}), not those of LoftUp'

@@ -62,12 +62,13 @@ def test_golden_float32_matches_published_float64(golden, case):
 
 
 def test_chunked_queries_and_row_bands_equal_one_pass():
-    # 40 rows: bands of 16 rows (three bands, the last one short), 7 queries per chunk.
+    # 40 rows: bands of 16 rows (three, the last one short), 50 queries per chunk (a band of
+    # 480 pixels ends in a short chunk).
     image, features = _inputs(dtype=torch.float64)
     model = _model().double()
     whole = LoftUp(feature_channels=8, max_query_chunk=None).double().eval()
     whole.load_state_dict(model.state_dict())
-    chunked = LoftUp(feature_channels=8, max_query_chunk=7).double().eval()
+    chunked = LoftUp(feature_channels=8, max_query_chunk=50).double().eval()
     chunked.load_state_dict(model.state_dict())
     with torch.no_grad():
         expected = whole(image, features, (40, 30))
@@ -80,12 +81,30 @@ def test_chunked_queries_and_row_bands_equal_one_pass():
 
 
 def test_training_mode_uses_whole_map_statistics_and_chunks_exactly():
-    image, features = _inputs(dtype=torch.float64)
-    chunked = _model(max_query_chunk=5).double().train()
+    image, features = _inputs(size=(30, 16), dtype=torch.float64)
+    chunked = _model(max_query_chunk=50).double().train()
     whole = _model(max_query_chunk=None).double().train()
     torch.testing.assert_close(
-        chunked(image, features, (40, 30)), whole(image, features, (40, 30)), rtol=1e-12, atol=1e-12
+        chunked(image, features, (30, 16)), whole(image, features, (30, 16)), rtol=1e-12, atol=1e-12
     )
+
+
+def test_memory_is_bounded_by_row_bands_and_query_chunks():
+    # 70 rows of 30 pixels, 100 queries at once: bands of 16 rows (ceil(100 / 30) is fewer),
+    # each convolved with 2 rows of context either side, attended 100 queries at a time.
+    model = _model(max_query_chunk=100)
+    conv_rows, queries = [], []
+    model.upsampler.first_conv.register_forward_pre_hook(
+        lambda _, args: conv_rows.append(args[0].shape[-2])
+    )
+    model.upsampler.ca_transformer.register_forward_pre_hook(
+        lambda _, args: queries.append(args[0].shape[1])
+    )
+    image, features = _inputs(batch=1, size=(70, 30))
+    with torch.no_grad():
+        model(image, features, (70, 30))
+    assert conv_rows == [18, 20, 20, 20, 8]
+    assert max(queries) == 100 and sum(queries) == 70 * 30
 
 
 def test_gradients_reach_every_parameter_and_the_features():
@@ -146,16 +165,27 @@ def _save(tmp_path, state_dict, name='pytorch_model.bin'):
 
 
 def test_from_checkpoint_loads_the_released_layout_strictly(tmp_path):
-    source = _model(channels=768, seed=4)
+    source = _model(channels=24, seed=4, num_layers=3)
     path = _save(tmp_path, source.state_dict())
-    loaded = build_method('loftup', checkpoint=path)
+    loaded = build_method('loftup', checkpoint=path, max_query_chunk=64)
     assert isinstance(loaded, LoftUp)
-    assert (loaded.feature_channels, loaded.patch_size) == (768, 14)
+    assert (loaded.feature_channels, loaded.patch_size, loaded.max_query_chunk) == (24, 14, 64)
+    assert len(loaded.upsampler.ca_transformer.layers) == 3
     for key, value in source.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[key], value, rtol=0, atol=0)
-    clip = _save(tmp_path, _model(channels=512).state_dict(), 'clip.bin')
-    assert LoftUp.from_checkpoint(clip).patch_size == 16
-    assert LoftUp.from_checkpoint(clip, patch_size=14).patch_size == 14
+
+
+@pytest.fixture(scope='module')
+def clip_checkpoint(tmp_path_factory):
+    """A checkpoint laid out as the released CLIP ViT-B/16 one (512 channels)."""
+    path = tmp_path_factory.mktemp('loftup') / 'pytorch_model.bin'
+    torch.save(LoftUp(feature_channels=512).state_dict(), path)
+    return path
+
+
+def test_from_checkpoint_takes_the_patch_size_of_the_release(clip_checkpoint):
+    assert LoftUp.from_checkpoint(clip_checkpoint).patch_size == 16
+    assert LoftUp.from_checkpoint(clip_checkpoint, patch_size=14).patch_size == 14
 
 
 def test_missing_checkpoint_says_where_to_download(tmp_path):
@@ -166,13 +196,12 @@ def test_missing_checkpoint_says_where_to_download(tmp_path):
     assert 'local path' in message and 'nope.bin' in message
 
 
-def test_checkpoint_of_another_backbone_names_both(tmp_path):
-    path = _save(tmp_path, _model(channels=768).state_dict())
+def test_checkpoint_of_another_backbone_names_both(clip_checkpoint):
     with pytest.raises(CheckpointMismatchError) as info:
-        LoftUp.from_checkpoint(path, feature_channels=384)
+        LoftUp.from_checkpoint(clip_checkpoint, feature_channels=384)
     message = str(info.value)
-    assert 'LoftUp checkpoint for 768-channel features' in message
-    assert 'DINOv2 ViT-B/14' in message and 'expected one for 384-channel' in message
+    assert 'LoftUp checkpoint for 512-channel features (CLIP ViT-B/16)' in message
+    assert 'expected one for 384-channel features (DINOv2 ViT-S/14' in message
 
 
 def test_checkpoint_of_another_method_is_named(tmp_path, monkeypatch):
@@ -181,18 +210,31 @@ def test_checkpoint_of_another_method_is_named(tmp_path, monkeypatch):
         checkpoint_keys_hint = ('encoder.weight', 'decoder.bias')
 
     monkeypatch.setitem(METHOD_CLASSES, 'test_other', _Other)
-    path = _save(tmp_path, {'encoder.weight': torch.zeros(4, 3), 'decoder.bias': torch.zeros(4)})
-    with pytest.raises(CheckpointMismatchError) as info:
-        LoftUp.from_checkpoint(path)
-    message = str(info.value)
-    assert "holds a _Other checkpoint ('test_other')" in message
-    assert 'expected a LoftUp checkpoint for 384-channel features' in message
+    weights = {'encoder.weight': torch.zeros(4, 3), 'decoder.bias': torch.zeros(4)}
+    # Plain, and nested as training checkpoints are (with a prefix on the keys).
+    nested = {'state_dict': {'model.' + k: v for k, v in weights.items()}, 'epoch': 3}
+    for checkpoint in (weights, nested):
+        with pytest.raises(CheckpointMismatchError) as info:
+            LoftUp.from_checkpoint(_save(tmp_path, checkpoint))
+        message = str(info.value)
+        assert "holds a _Other checkpoint (method 'test_other')" in message
+        assert 'expected a LoftUp checkpoint for 384-channel features' in message
+
+
+def test_anyup_and_unknown_checkpoints_are_described(tmp_path):
+    anyup = {k: torch.zeros(2) for k in ('image_encoder.0.weight', 'key_features_encoder.0.basis')}
+    with pytest.raises(CheckpointMismatchError, match='holds an AnyUp checkpoint'):
+        LoftUp.from_checkpoint(_save(tmp_path, anyup))
+    with pytest.raises(CheckpointMismatchError, match=r'holds 1 key\(s\) \(head.weight\)'):
+        LoftUp.from_checkpoint(_save(tmp_path, {'head.weight': torch.zeros(2)}))
 
 
 def test_network_without_channel_norm_and_training_checkpoints_are_explained(tmp_path):
-    network = _model().upsampler.state_dict()
+    model = _model()
     with pytest.raises(CheckpointMismatchError, match='without the feature LayerNorm'):
-        LoftUp.from_checkpoint(_save(tmp_path, network, 'model.bin'))
-    lightning = {'state_dict': _model().state_dict(), 'epoch': 3}
-    with pytest.raises(CheckpointMismatchError, match='training checkpoint'):
-        LoftUp.from_checkpoint(_save(tmp_path, lightning, 'last.ckpt'))
+        LoftUp.from_checkpoint(_save(tmp_path, model.upsampler.state_dict()))
+    # The published training scripts' layout: LoftUp under 'upsampler.', its LayerNorm under
+    # 'model.1.norm.', all in {'state_dict': ...}.
+    lightning = {'state_dict': {**model.state_dict(), 'model.1.norm.weight': torch.ones(8)}}
+    with pytest.raises(CheckpointMismatchError, match='LoftUp weights in a training checkpoint'):
+        LoftUp.from_checkpoint(_save(tmp_path, lightning))
