@@ -438,7 +438,11 @@ class AnyUp(nn.Module):
         queries = queries.contiguous(memory_format=torch.channels_last)
         if torch.is_grad_enabled() or is_tracing():
             return conv(queries)
-        return QueryBands.convolve(queries, conv)
+        profile = device_profile(queries.device)
+        band_elements = profile.chunk_elements(
+            profile.query_band_elements, queries.device, queries.element_size()
+        )
+        return QueryBands.convolve(queries, conv, band_elements)
 
     def unify_features(self, features: Tensor) -> Tensor:
         """Stage ``feature unification``: (B, C, h, w) features -> (B, d, h, w) descriptors."""

@@ -32,6 +32,7 @@ __all__ = [
     'DeviceProfile',
     'device_profile',
     'forced_device_profile',
+    'reads_host_values',
 ]
 
 #: Share of the device's available memory (free plus cached by PyTorch but unused) one
@@ -70,6 +71,13 @@ class DeviceProfile:
         encoder_modules_when_they_fit: Run the encoder modules on whole maps (a few dozen
             kernels) instead of the fused, chunked path when
             :data:`ENCODER_MODULE_MAPS` working maps fit in the memory budget.
+        query_band_elements: Output elements per band of the convolved queries
+            (:class:`~anyup_plugin.core.attention.QueryBands`); ``None``: the whole map
+            within the memory budget.
+        reads_host_values: Whether the forward may read tensor values on the host (a
+            softmax bound, the finite check's verdict): free on the CPU, a synchronisation
+            on an accelerator. Only CPU tensors ever read them; forcing the accelerator
+            profile on CPU tensors therefore takes CUDA's synchronisation-free path.
     """
 
     kind: str
@@ -77,6 +85,8 @@ class DeviceProfile:
     lfu_patch_elements: int | None
     encoder_chunk_tokens: int
     encoder_modules_when_they_fit: bool
+    query_band_elements: int | None
+    reads_host_values: bool
 
     def chunk_elements(self, fixed: int | None, device: torch.device, element_size: int) -> int:
         """Elements one workspace of ``element_size`` bytes may hold: ``fixed``, else the budget.
@@ -86,8 +96,7 @@ class DeviceProfile:
         """
         if fixed is not None:
             return fixed
-        # Traced code runs elsewhere, later: no memory reading in the graph.
-        available = None if is_tracing() else available_memory_bytes(device)
+        available = _available_bytes(device)
         if available is None:
             return _ACCELERATOR_MAX_CHUNK_ELEMENTS
         budget = int(available * ACCELERATOR_WORKSPACE_FRACTION) // element_size
@@ -99,7 +108,7 @@ class DeviceProfile:
         """Whether the encoder modules run on whole maps of ``map_elements`` (B x d x H x W)."""
         if not self.encoder_modules_when_they_fit:
             return False
-        available = None if is_tracing() else available_memory_bytes(device)
+        available = _available_bytes(device)
         if available is None:
             return True
         budget = available * ENCODER_MODULE_MEMORY_FRACTION
@@ -110,32 +119,40 @@ class DeviceProfile:
 #: in a core's L2 cache through the softmax's passes, while the matrix product that makes them
 #: still has thousands of rows; 2**22 patch elements (16 MiB) bound that copy at any C and
 #: image width; 4096 encoder tokens x d = 128 float32 is 2 MiB, so a chunk and its products
-#: stay in cache between the normalisation, SiLU, matrix product and statistics.
+#: stay in cache between the normalisation, SiLU, matrix product and statistics; query bands
+#: of 2**23 elements (32 MiB) are small against the map at large sizes (the attention frees
+#: them as it passes) and large enough for the convolution to run at its full rate.
 CPU_PROFILE = DeviceProfile(
     kind='cpu',
     lfu_chunk_elements=2**18,
     lfu_patch_elements=2**22,
     encoder_chunk_tokens=4096,
     encoder_modules_when_they_fit=False,
+    query_band_elements=2**23,
+    reads_host_values=True,
 )
 
 #: CUDA and other accelerators: whole maps within the memory budget. The fused encoder path
 #: (for images whose module maps do not fit) runs chunks of 2**17 tokens, large enough to fill
-#: the device.
+#: the device; the queries are convolved in one band (four at 448 px on the CPU's sizes,
+#: each a few launches) unless memory is short.
 ACCELERATOR_PROFILE = DeviceProfile(
     kind='accelerator',
     lfu_chunk_elements=None,
     lfu_patch_elements=None,
     encoder_chunk_tokens=1 << 17,
     encoder_modules_when_they_fit=True,
+    query_band_elements=None,
+    reads_host_values=False,
 )
 
 #: The profiles by kind.
 PROFILE_KINDS: dict[str, DeviceProfile] = {p.kind: p for p in (CPU_PROFILE, ACCELERATOR_PROFILE)}
 
-#: The profile :func:`forced_device_profile` imposes, if any: a plain global (not a context
-#: variable) so that ``torch.compile`` reads it without a graph break.
-_forced: list[DeviceProfile] = []
+#: The profiles :func:`forced_device_profile` imposes, innermost last, with the memory it
+#: makes the budgets count (None: the device's): a plain global (not a context variable) so
+#: that ``torch.compile`` reads it without a graph break.
+_forced: list[tuple[DeviceProfile, int | None]] = []
 
 
 def device_profile(device: torch.device) -> DeviceProfile:
@@ -144,22 +161,45 @@ def device_profile(device: torch.device) -> DeviceProfile:
     Inside :func:`forced_device_profile`, the forced one for every device.
     """
     if _forced:
-        return _forced[-1]
+        return _forced[-1][0]
     return CPU_PROFILE if device.type == 'cpu' else ACCELERATOR_PROFILE
 
 
+def _available_bytes(device: torch.device) -> int | None:
+    """The memory the budgets count as available on ``device`` (None: unknown)."""
+    if _forced and _forced[-1][1] is not None:
+        return _forced[-1][1]
+    # Traced code runs elsewhere, later: no memory reading in the graph.
+    return None if is_tracing() else available_memory_bytes(device)
+
+
+def reads_host_values(device: torch.device) -> bool:
+    """Whether the forward reads values of tensors on ``device`` on the host.
+
+    Only on the CPU, and there not under ``forced_device_profile('accelerator')``, which then
+    counts the operations of CUDA's synchronisation-free path (see
+    :attr:`DeviceProfile.reads_host_values`).
+    """
+    return device.type == 'cpu' and device_profile(device).reads_host_values
+
+
 @contextlib.contextmanager
-def forced_device_profile(kind: str) -> Iterator[DeviceProfile]:
+def forced_device_profile(kind: str, available_bytes: int | None = None) -> Iterator[DeviceProfile]:
     """Uses the sizes of ``kind`` (``'cpu'`` or ``'accelerator'``) on every device for a while.
 
+    ``available_bytes``, if given, is the memory the budgets count as available on every
+    device (e.g. a GPU's, so that counts do not depend on the machine running them).
+
     For measurements: e.g. counting the operations a CUDA forward dispatches with CPU tensors.
-    Not thread-safe: meant for one measuring thread. Only the sizes change; what depends on
-    the device itself (synchronisation-free checks, bounds read on the host) still follows
-    the tensors' device.
+    Not thread-safe: meant for one measuring thread. The sizes change, and so does whether
+    values are read on the host (:func:`reads_host_values`): CPU tensors under the
+    accelerator profile take CUDA's path without host reads (softmax bounds are not used,
+    the finite check is an assertion). What needs a CUDA device itself (memory readings,
+    TF32 settings) still follows the tensors' device.
     """
     if kind not in PROFILE_KINDS:
         raise ValueError(f'kind must be one of {tuple(PROFILE_KINDS)}, got {kind!r}')
-    _forced.append(PROFILE_KINDS[kind])
+    _forced.append((PROFILE_KINDS[kind], available_bytes))
     try:
         yield PROFILE_KINDS[kind]
     finally:

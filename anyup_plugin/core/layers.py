@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .checks import is_tracing
+from .constant_cache import shape_constant
 from .device_budget import CPU_PROFILE, device_profile
 from .precision import compute_dtype
 from .softmax_bounds import bound_is_free, softmax_needs_shift
@@ -187,8 +188,7 @@ class LearnedFeatureUnification(nn.Module):
         d, k = self.out_channels, self.kernel_size
         pad = k // 2
         basis_t = self.basis.to(features.dtype).reshape(d, k * k).t()  # (k*k, d)
-        taps = _taps_inside(h, w, k, features.device, features.dtype)
-        inv_taps = 1 / taps.flatten()  # (h*w,)
+        taps, inv_taps = _taps_inside_and_inverse(h, w, k, features.device, features.dtype)
         shift = True
         # Used with and without autograd alike, so that both give the same numbers: the key
         # encoder's group norms can amplify rounding differences in these descriptors a lot.
@@ -299,6 +299,18 @@ def _sum_in_blocks(x: Tensor) -> Tensor:
     return total + x[..., whole:].sum(dim=-1) if whole < n else total
 
 
+@shape_constant()
+def _taps_inside_and_inverse(
+    h: int, w: int, kernel_size: int, device: torch.device, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
+    """(h, w) taps inside the map (:func:`_taps_inside`) and (h*w,) their inverses.
+
+    Kept per arguments: a dozen small operations (kernel launches on CUDA) per call otherwise.
+    """
+    taps = _taps_inside(h, w, kernel_size, device, dtype)
+    return taps, 1 / taps.flatten()
+
+
 def _taps_inside(
     h: int, w: int, kernel_size: int, device: torch.device, dtype: torch.dtype = torch.float32
 ) -> Tensor:
@@ -342,10 +354,11 @@ class RotaryPositionEmbedding2d(nn.Module):
         return freqs * 2 * math.pi
 
     @staticmethod
+    @shape_constant()
     def grid_coordinates(
         size: int, device: torch.device, dtype: torch.dtype = torch.float32
     ) -> Tensor:
-        """Coordinates ``i / (size - 1)`` in ``dtype``, (size,)."""
+        """Coordinates ``i / (size - 1)`` in ``dtype``, (size,); kept per arguments (read-only)."""
         return torch.linspace(0, 1, size, device=device, dtype=dtype)
 
     @property

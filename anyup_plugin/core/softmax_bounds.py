@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from .checks import is_tracing
+from .device_budget import reads_host_values
 
 __all__ = ['MAX_UNSHIFTED_LOGIT', 'bound_is_free', 'softmax_needs_shift']
 
@@ -34,7 +35,9 @@ def softmax_needs_shift(bound: float | None) -> bool:
 def bound_is_free(device: torch.device) -> bool:
     """Whether reading a bound computed on ``device`` as a Python number costs nothing.
 
-    On the CPU it does not wait for a device; under ``torch.compile`` or ``torch.export`` it
-    would be data-dependent control flow, so the shifted softmax is kept there.
+    On the CPU it does not wait for a device (unless the accelerator profile is forced, see
+    :func:`~anyup_plugin.core.device_budget.reads_host_values`); under ``torch.compile`` or
+    ``torch.export`` it would be data-dependent control flow, so the shifted softmax is kept
+    there.
     """
-    return device.type == 'cpu' and not is_tracing()
+    return reads_host_values(device) and not is_tracing()

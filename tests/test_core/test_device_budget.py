@@ -8,12 +8,9 @@ need a GPU and run from ``tools/benchmark_gpu.sh``.
 
 from __future__ import annotations
 
-import collections
-
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from anyup_plugin import AnyUp
 from anyup_plugin.core import checks, device_budget, fused_encoder
@@ -25,6 +22,7 @@ from anyup_plugin.core.device_budget import (
     forced_device_profile,
 )
 from anyup_plugin.core.ieee_float32 import ieee_float32
+from anyup_plugin.core.kernel_count import OpCounter
 from anyup_plugin.core.layers import LFU_CHUNK_ELEMENTS, LFU_PATCH_ELEMENTS
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
@@ -32,45 +30,6 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a C
 #: An H100/H200-sized device's available memory, so that the budgets do not depend on the
 #: machine running the test.
 _GPU_BYTES = 80 * 2**30
-
-#: Operations that only make a view or compute metadata: no kernel launch on CUDA.
-_NO_KERNEL = {
-    'alias',
-    'as_strided',
-    'detach',
-    'expand',
-    'permute',
-    'promote_types',
-    'select',
-    'slice',
-    't',
-    'transpose',
-    'unflatten',
-    'unfold',
-    'unsqueeze',
-    'view',
-    '_unsafe_view',
-}
-
-
-class _CountOps(TorchDispatchMode):
-    """Counts the ATen operations dispatched inside it: all, and those that launch a kernel."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops: collections.Counter[str] = collections.Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops[func.overloadpacket.__name__] += 1
-        return func(*args, **(kwargs or {}))
-
-    @property
-    def total(self) -> int:
-        return sum(self.ops.values())
-
-    @property
-    def kernels(self) -> int:
-        return sum(n for name, n in self.ops.items() if name not in _NO_KERNEL)
 
 
 def _stage_counts(size: int, feature_size: int, channels: int = 384) -> dict:
@@ -86,10 +45,10 @@ def _stage_counts(size: int, feature_size: int, channels: int = 384) -> dict:
     features = torch.randn(1, channels, feature_size, feature_size)
     counts = {}
     with torch.no_grad():
-        with _CountOps() as ops:
+        with OpCounter() as ops:
             meta.encode_guidance(image, [(size, size)], [(feature_size, feature_size)])
         counts['encoders'] = (ops.total, ops.kernels)
-        with _CountOps() as ops:
+        with OpCounter() as ops:
             model.unify_features(features)
         counts['feature unification'] = (ops.total, ops.kernels)
     return counts
@@ -133,8 +92,11 @@ def test_accelerator_sizing_gives_the_same_descriptors_and_encodings(monkeypatch
         with forced_device_profile('accelerator'):
             out = model(image, features)
             unified = model.unify_features(features)
-    # Whole maps and cache-sized chunks compute the same sums in another order.
-    torch.testing.assert_close(unified, ref_unified, rtol=1e-6, atol=1e-7)
+    # Whole maps and cache-sized chunks compute the same sums in another order, and without
+    # host reads the unification always subtracts the maximum before its exponentials (the
+    # CPU skips that when its bound allows): rounding that the descriptors' GroupNorms
+    # magnify to about 1e-5 of their largest value here (2.7).
+    torch.testing.assert_close(unified, ref_unified, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
 
 

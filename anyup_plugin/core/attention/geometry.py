@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..constant_cache import device_table
+
 Size = tuple[int, int]
 
 __all__ = ['AxisGroups', 'window_bounds', 'window_groups', 'window_pair_count']
@@ -91,10 +93,7 @@ def window_bounds(
         ``(start, end)``, two int64 tensors of shape (out_size,).
     """
     start, end = _axis_window_bounds(int(out_size), int(in_size), float(window_ratio))
-    return (
-        torch.tensor(start, dtype=torch.long, device=device),
-        torch.tensor(end, dtype=torch.long, device=device),
-    )
+    return device_table(start, device), device_table(end, device)
 
 
 @dataclass(frozen=True)
@@ -165,8 +164,8 @@ class AxisGroups:
         """
 
         def padded(starts: list[int], ends: list[int], width: int) -> tuple[Tensor, Tensor]:
-            start = torch.tensor(starts, device=device)[:, None]
-            count = torch.tensor(ends, device=device)[:, None] - start
+            start = device_table(starts, device)[:, None]
+            count = device_table(ends, device)[:, None] - start
             offset = torch.arange(width, device=device)[None, :]
             return start + torch.minimum(offset, count - 1), offset < count
 

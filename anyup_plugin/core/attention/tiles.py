@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..checks import is_tracing
+from ..constant_cache import device_table
 from ..precision import compute_dtype
 from ..softmax_bounds import softmax_needs_shift
 from .geometry import AxisGroups, window_groups
@@ -404,8 +405,8 @@ def _build_column_layout(
         key_index=key_index,
         key_padding=~key_valid if cols.keys_padded else None,
         key_count=tuple(e - s for s, e in zip(key_start, key_end)),
-        column_group=torch.tensor(group, device=device),
-        column_offset=torch.tensor(offset, device=device),
+        column_group=device_table(group, device),
+        column_offset=device_table(offset, device),
         column_start=(*query_start, query_end[-1]),
     )
 
@@ -443,7 +444,7 @@ def _padded_slot_table(
     if not slots:
         return None
     with torch.inference_mode(False):  # as in _cached_column_layout
-        return torch.tensor(slots, dtype=torch.long, device=device)
+        return device_table(slots, device)
 
 
 class _WindowColumns:

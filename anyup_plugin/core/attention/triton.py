@@ -63,10 +63,13 @@ synchronisation: tables are cached, grids and block shapes come from shapes alon
 from __future__ import annotations
 
 import bisect
+import collections
+import contextlib
 import functools
 import importlib.util
 import logging
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -74,6 +77,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from ..constant_cache import device_table
 from ..precision import compute_dtype
 from .geometry import _axis_window_bounds
 from .queries import QueryBands, QueryTransform
@@ -82,6 +86,7 @@ __all__ = [
     'TRITON_INPUT_PRECISIONS',
     'check_triton_can_run',
     'check_triton_importable',
+    'recorded_launches',
     'triton_attention',
     'triton_is_available',
     'triton_windowed_attention',
@@ -158,9 +163,60 @@ def _kernel_module(interpret: bool) -> ModuleType:
     return module
 
 
-def kernels() -> ModuleType:
-    """The kernel module for the Triton mode in force now (compiled or interpreted)."""
-    return _kernel_module(_interpreting())
+def kernels() -> ModuleType | _RecordedLaunches:
+    """The kernel module for the Triton mode in force now (compiled or interpreted).
+
+    Inside :func:`recorded_launches`, a stand-in that records each launch instead.
+    """
+    module = _kernel_module(_interpreting())
+    if _launch_records:
+        return _RecordedLaunches(module, _launch_records[-1])
+    return module
+
+
+#: The counters of the :func:`recorded_launches` blocks in force, innermost last.
+_launch_records: list[collections.Counter[str]] = []
+
+
+class _RecordedLaunches:
+    """The kernel module's stand-in while launches are recorded: ``kernel[grid](...)``
+    counts one launch of ``kernel`` and runs nothing (its outputs stay unwritten)."""
+
+    def __init__(self, module: ModuleType, counter: collections.Counter[str]) -> None:
+        self.tl = module.tl
+        self._module, self._counter = module, counter
+
+    def __getattr__(self, name: str) -> _RecordedKernel:
+        getattr(self._module, name)  # only the module's own kernels
+        return _RecordedKernel(name, self._counter)
+
+
+@dataclass(frozen=True)
+class _RecordedKernel:
+    name: str
+    counter: collections.Counter[str]
+
+    def __getitem__(self, grid: tuple[int, ...]) -> Callable[..., None]:
+        def launch(*args: object, **kwargs: object) -> None:
+            self.counter[self.name] += 1
+
+        return launch
+
+
+@contextlib.contextmanager
+def recorded_launches() -> Iterator[collections.Counter[str]]:
+    """Records the Triton kernels' launches (by kernel name) instead of running them.
+
+    For counting the kernels a forward launches (see :mod:`anyup_plugin.core.kernel_count`)
+    without a GPU: the attention's outputs are left unwritten, so results inside the block
+    are meaningless. Not thread-safe.
+    """
+    counter: collections.Counter[str] = collections.Counter()
+    _launch_records.append(counter)
+    try:
+        yield counter
+    finally:
+        _launch_records.pop()
 
 
 @dataclass(frozen=True)
@@ -193,7 +249,9 @@ def _axis_tables(
     last = [bisect.bisect_right(start, r) for r in range(in_size)]
 
     def table(values: list[int] | tuple[int, ...]) -> Tensor:
-        return torch.tensor(values, dtype=torch.int32, device=device)
+        # Written by the device: no host copy, even on the first call for a shape.
+        with torch.inference_mode(False):
+            return device_table(values, device, torch.int32)
 
     return _AxisTables(
         table(start),
