@@ -73,6 +73,9 @@ PUBLISHED_BACKBONES: dict[str, tuple[int, int]] = {
     'resnet50': (2048, 32),
 }
 
+# The constructor's defaults: the DINOv2 ViT-S/14 release.
+_DEFAULT_CHANNELS, _DEFAULT_PATCH = PUBLISHED_BACKBONES['dinov2']
+
 _PUBLISHED_FILE = re.compile(r'^([a-z0-9]+)_jbu_stack_cocostuff\.ckpt$')
 
 _WHERE_TO_GET = (
@@ -214,7 +217,9 @@ class FeatUpJBU(UpsamplingMethod):
         'upsampler.fixup_proj.1.weight',
     )
 
-    def __init__(self, feature_channels: int = 384, patch_size: int | None = 14) -> None:
+    def __init__(
+        self, feature_channels: int = _DEFAULT_CHANNELS, patch_size: int | None = _DEFAULT_PATCH
+    ) -> None:
         super().__init__()
         self.feature_channels = feature_channels
         self.patch_size = patch_size
@@ -331,7 +336,7 @@ class FeatUpJBU(UpsamplingMethod):
         if not weights or channels is None:
             raise CheckpointMismatchError(
                 f'{name!r} is not a FeatUp JBU checkpoint: {_what_it_holds(state)}. Expected '
-                f'{_VALID_CHECKPOINT}, for {requested or cls().feature_channels}-channel '
+                f'{_VALID_CHECKPOINT}, for {requested or _DEFAULT_CHANNELS}-channel '
                 'features.'
             )
         if requested is not None and requested != channels:
