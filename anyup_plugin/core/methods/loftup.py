@@ -71,7 +71,8 @@ class LoftUp(UpsamplingMethod):
     The output size is the guidance image's: an image of another size is resized to it
     bilinearly first (as the published example does). As published, the colour scaling of the
     image branch takes its minimum and maximum over the whole batch, so batching images
-    changes their results slightly.
+    changes their results slightly. All released checkpoints encode feature positions with
+    sines (the published ``lr_pe_type='sine'``), the only variant implemented.
 
     Args:
         feature_channels: Channels of the backbone's features (384: DINOv2 ViT-S/14).
@@ -79,9 +80,14 @@ class LoftUp(UpsamplingMethod):
         n_freqs: Frequencies of the image's Fourier features.
         num_heads: Attention heads (they divide ``feature_channels + 20``).
         num_layers: Cross-attention layers.
-        max_query_chunk: Output pixels attended at once, bounding the attention's memory
-            (about ``max_query_chunk * h * w * 4`` values of the compute dtype); ``None``
-            attends all at once, as published. Results do not depend on it.
+        max_query_chunk: Output pixels per image attended at once; the image branch runs in
+            bands of rows holding at least that many (and at least 16 rows). ``None``: the
+            whole map at once, as published. Results do not depend on it. Where attention
+            scores are materialised (float64, or a backend without a fused kernel) a chunk
+            holds ``B * max_query_chunk * h * w * num_heads`` of them: the default's 8192
+            queries against 73 x 73 features take 0.7 GB in float32 per image, beside the
+            output itself (1.5 GiB for 384 x 1024 x 1024) and a band of about 20 x 1024
+            pixels of 404 channels.
 
     Attributes:
         upsampler: The network (:class:`~.loftup_layers.LoftUpNetwork`).
