@@ -9,7 +9,12 @@ import pytest
 import torch
 
 from anyup_plugin.core.checkpoints import CheckpointMismatchError, CheckpointReadError
-from anyup_plugin.core.methods import METHOD_CLASSES, WrongFeaturesError, build_method
+from anyup_plugin.core.methods import (
+    METHOD_CLASSES,
+    WrongFeaturesError,
+    build_method,
+    method_class,
+)
 from anyup_plugin.core.methods.adaptive_conv import adaptive_conv
 from anyup_plugin.core.methods.base import UpsamplingMethod
 from anyup_plugin.core.methods.featup import FeatUpJBU
@@ -342,6 +347,16 @@ def test_another_methods_checkpoint_is_named_by_its_keys(tmp_path, monkeypatch):
         path,
     )
     with pytest.raises(CheckpointMismatchError, match=r"OtherMethod checkpoint \(method 'other'\)"):
+        FeatUpJBU.from_checkpoint(path)
+
+
+@pytest.mark.parametrize('other', ['jafar', 'loftup', 'naf'])
+def test_the_other_published_methods_checkpoints_are_named(tmp_path, other):
+    # LoftUp's released files keep their network under 'upsampler.' too.
+    cls = method_class(other)
+    path = tmp_path / f'{other}.pth'
+    torch.save({key: torch.zeros(2, 2) for key in cls.checkpoint_keys_hint}, path)
+    with pytest.raises(CheckpointMismatchError, match=f'holds a {cls.__name__} checkpoint'):
         FeatUpJBU.from_checkpoint(path)
 
 
