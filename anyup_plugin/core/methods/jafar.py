@@ -67,8 +67,8 @@ class JAFAR(UpsamplingMethod):
         input_dim: Image channels.
         kernel_size: Kernel of the image encoder's first convolution.
         max_query_chunk: Output pixels attended at once; bounds the attention's memory to
-            about ``4 * B * num_heads * max_query_chunk * h * w`` elements (the default keeps
-            a 1024x1024 output from 73x73 features near 1.4 GB in float32 at batch 1). The
+            about ``2 * B * num_heads * max_query_chunk * h * w`` elements, its scores and
+            their softmax (0.7 GB in float32 for 73x73 features at batch 1 by default). The
             result does not depend on it.
         image_mean: The mean the weights' image normalisation used (JAFAR normalises the image
             as its backbone does: ImageNet statistics for DINOv2). The image given to
@@ -99,10 +99,10 @@ class JAFAR(UpsamplingMethod):
         super().__init__()
         if max_query_chunk < 1:
             raise ValueError(f'max_query_chunk must be at least 1, got {max_query_chunk}')
-        if qk_dim % 8 or qk_dim % 4 or qk_dim % num_heads:
+        if qk_dim % 8 or qk_dim % num_heads:
             raise ValueError(
-                f'qk_dim must be a multiple of 8 (GroupNorm groups), 4 (RoPE) and num_heads, '
-                f'got qk_dim={qk_dim}, num_heads={num_heads}'
+                f'qk_dim must be a multiple of 8 (GroupNorm groups and RoPE pairs) and of '
+                f'num_heads, got qk_dim={qk_dim}, num_heads={num_heads}'
             )
         self.feature_channels = int(feature_channels)
         self.patch_size = patch_size
@@ -154,12 +154,11 @@ class JAFAR(UpsamplingMethod):
                 f'image batch {image.shape[0]} differs from feature batch {features.shape[0]}'
             )
         encoded = self.rope(self.image_encoder(self._published_normalisation(image)))
-
-        queries = self.query_encoder(encoded)
-        queries = self.norm(F.adaptive_avg_pool2d(queries, (out_h, out_w)))
-
         keys = F.adaptive_avg_pool2d(self.key_encoder(encoded), features.shape[-2:])
         keys = self.sft_key(keys, self.key_features_encoder(F.normalize(features, dim=1)))
+        queries = self.norm(F.adaptive_avg_pool2d(self.query_encoder(encoded), (out_h, out_w)))
+        # The image-sized encoding is not needed past here; free it before the attention.
+        del encoded
         return self.cross_decode(queries, keys, features, self.max_query_chunk)
 
     @classmethod

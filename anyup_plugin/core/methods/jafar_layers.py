@@ -154,13 +154,15 @@ class CrossAttention(nn.Module):
         values_t = values.transpose(1, 2)  # (B, v_dim, n)
         # nn.MultiheadAttention scales the projected queries, not the products.
         scale = (1.0 / head_dim) ** 0.5
-        outputs = []
+        # Written chunk by chunk into one tensor: concatenating the chunks would hold the
+        # output twice (1.6 GB each for 384 channels at 1024 x 1024).
+        out = values.new_empty(batch, values.shape[-1], num_queries)
         for start in range(0, num_queries, chunk):
             q = F.linear(self.norm_q(queries[:, start : start + chunk]), w_q, b_q)
             q = q.view(batch, -1, heads, head_dim).transpose(1, 2) * scale  # (B, heads, c, d)
             weights = torch.softmax(q @ k, dim=-1).mean(dim=1)  # (B, c, n)
-            outputs.append(values_t @ weights.transpose(1, 2))  # (B, v_dim, c)
-        return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
+            out[:, :, start : start + chunk] = values_t @ weights.transpose(1, 2)
+        return out
 
 
 class CrossAttentionBlock(nn.Module):

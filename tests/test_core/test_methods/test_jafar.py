@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from anyup_plugin.constants import IMAGENET_MEAN, IMAGENET_STD
 from anyup_plugin.core.checkpoints import CheckpointMismatchError, CheckpointReadError
@@ -118,6 +121,38 @@ def test_chunked_attention_equals_unchunked(chunk):
     # Each query's attention is independent of the others: equal up to float64 rounding of
     # the differently blocked products.
     torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+
+
+class _LargestTensor(TorchDispatchMode):
+    """Records the most elements of any tensor an operation returns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        sizes = [t.numel() for t in tree_leaves(out) if isinstance(t, Tensor)]
+        self.largest = max([self.largest, *sizes])
+        return out
+
+
+def test_chunks_bound_the_attention_memory():
+    # 48 x 48 queries attend to 12 x 12 tokens with 4 heads: 1.3 M scores at once, while no
+    # other tensor exceeds the 128-channel query map (295 k); a small image (patch size not
+    # checked) keeps the image encoders below that too.
+    generator = torch.Generator().manual_seed(2)
+    image = torch.randn(1, 3, 16, 16, generator=generator)
+    features = torch.randn(1, 8, 12, 12, generator=generator)
+    attention = 4 * 48 * 48 * 144
+    largest = {}
+    for chunk in (64, 10**9):
+        model = _model(8, patch_size=None, max_query_chunk=chunk)
+        with torch.no_grad(), _LargestTensor() as record:
+            model(image, features, (48, 48))
+        largest[chunk] = record.largest
+    assert largest[10**9] >= attention
+    assert largest[64] == 128 * 48 * 48
 
 
 def test_output_is_features_mixed_by_head_averaged_attention():
