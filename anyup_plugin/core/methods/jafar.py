@@ -15,9 +15,11 @@ published ``nn.MultiheadAttention``'s value and output projections and the value
 trained nowhere and used nowhere. They stay here as parameters only so that the published
 checkpoints load strictly under their own key names.
 
-Memory: the published form holds the (B, heads, H'W', hw) attention at once (85 GB in float32
-for a 1024x1024 output from 73x73 features); here queries are processed ``max_query_chunk`` at
-a time, which gives the same result (each query's attention is independent of the others).
+Memory: the published form holds the (B, heads, H'W', hw) attention scores and their softmax
+at once (a 170 GiB peak in float32 for a 1024x1024 output from 73x73 features); here queries
+are processed ``max_query_chunk`` at a time, which gives the same result (each query's
+attention is independent of the others) within a 3.3 GiB peak, 1.5 GiB of it the output
+(live tensors counted on the meta device, batch 1, the default chunk).
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ class JAFAR(UpsamplingMethod):
         kernel_size: Kernel of the image encoder's first convolution.
         max_query_chunk: Output pixels attended at once; bounds the attention's memory to
             about ``2 * B * num_heads * max_query_chunk * h * w`` elements, its scores and
-            their softmax (0.7 GB in float32 for 73x73 features at batch 1 by default). The
+            their softmax (0.65 GiB in float32 for 73x73 features at batch 1 by default). The
             result does not depend on it.
         image_mean: The mean the weights' image normalisation used (JAFAR normalises the image
             as its backbone does: ImageNet statistics for DINOv2). The image given to
