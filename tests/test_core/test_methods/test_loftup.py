@@ -238,3 +238,12 @@ def test_network_without_channel_norm_and_training_checkpoints_are_explained(tmp
     lightning = {'state_dict': {**model.state_dict(), 'model.1.norm.weight': torch.ones(8)}}
     with pytest.raises(CheckpointMismatchError, match='LoftUp weights in a training checkpoint'):
         LoftUp.from_checkpoint(_save(tmp_path, lightning))
+
+
+def test_runs_on_the_device_of_its_inputs():
+    # The meta device computes shapes only: any tensor made on another device would fail.
+    model = LoftUp(feature_channels=8).eval().to('meta')
+    image = torch.empty(2, 3, 40, 30, device='meta')
+    features = torch.empty(2, 8, 2, 2, device='meta')
+    out = model(image, features, (1024, 1000))
+    assert (out.shape, out.device, out.dtype) == ((2, 8, 1024, 1000), image.device, torch.float32)
