@@ -91,16 +91,13 @@ def resize_guide(image: Tensor, size: Size) -> Tensor:
 
 
 def _box_sum(x: Tensor, radius: int, dim: int) -> Tensor:
-    """Sums over ``[i - radius, i + radius]`` along ``dim``, clipped to the map, from one
-    cumulative sum (O(1) per element whatever the radius)."""
+    """Sums over ``[i - radius, i + radius]`` along ``dim`` (-2 or -1), clipped to the map,
+    from one cumulative sum (O(1) per element whatever the radius): zeros padded on both
+    sides stand for the pixels off the map, one more in front makes the sum start at 0."""
     n = x.shape[dim]
-    shape = list(x.shape)
-    shape[dim] = 1
-    cumulative = torch.cat([x.new_zeros(shape), x.cumsum(dim)], dim)
-    index = torch.arange(n, device=x.device)
-    hi = (index + radius).clamp(max=n - 1) + 1
-    lo = (index - radius).clamp(min=0)
-    return cumulative.index_select(dim, hi) - cumulative.index_select(dim, lo)
+    pad = (radius + 1, radius) if dim == -1 else (0, 0, radius + 1, radius)
+    cumulative = F.pad(x, pad).cumsum(dim)
+    return cumulative.narrow(dim, 2 * radius + 1, n) - cumulative.narrow(dim, 0, n)
 
 
 def _window_counts(n: int, radius: int, device: torch.device, dtype: torch.dtype) -> Tensor:
@@ -125,7 +122,7 @@ def box_mean(x: Tensor, radius: int) -> Tensor:
     counts = _window_counts(h, radius, x.device, x.dtype)[:, None] * _window_counts(
         w, radius, x.device, x.dtype
     )
-    return _box_sum(_box_sum(x, radius, x.dim() - 2), radius, x.dim() - 1) / counts
+    return _box_sum(_box_sum(x, radius, -2), radius, -1) / counts
 
 
 class BicubicUpsampler(_Weightless):
