@@ -281,16 +281,29 @@ def _as_kwargs(values: Mapping[str, Any]) -> str:
 
 
 def _describe(state: Mapping[str, Any]) -> str:
-    """What a state dict that is not JAFAR's holds, by the other methods' key hints."""
-    for other in METHOD_CLASSES:
-        if other == JAFAR.name:
-            continue
-        try:
-            hint = method_class(other).checkpoint_keys_hint
-        except Exception:  # a method module that fails to import tells nothing about the file
-            continue
-        if hint and all(k in state for k in hint):
-            return f'this holds a {other!r} checkpoint ({len(state)} entries)'
-    keys = list(state)
-    shown = ', '.join(str(k) for k in keys[:5]) + (', ...' if len(keys) > 5 else '')
-    return f'its {len(keys)} entries ({shown}) are not those of any known method'
+    """What a state dict that is not JAFAR's holds, by the methods' key hints.
+
+    Looks at the mapping and at the mappings it holds (a training checkpoint's entries).
+    """
+    levels = [state, *(v for v in state.values() if isinstance(v, Mapping))]
+    for level in levels:
+        keys = [k for k in level if isinstance(k, str)]
+        stem = JAFAR.checkpoint_keys_hint[0]
+        prefixed = [k for k in keys if k.endswith('.' + stem)]
+        if prefixed:
+            return (
+                f'this holds JAFAR weights under the prefix {prefixed[0][: -len(stem)]!r} '
+                '(strip it from every key)'
+            )
+        for other in METHOD_CLASSES:
+            if other == JAFAR.name:
+                continue
+            try:
+                hint = method_class(other).checkpoint_keys_hint
+            except Exception:  # a method module that fails to import tells nothing about the file
+                continue
+            if hint and all(k in level for k in hint):
+                return f'this holds a {other!r} checkpoint'
+    keys = [str(k) for k in list(state)[:5]]
+    more = ', ...' if len(state) > 5 else ''
+    return f'its {len(state)} entries ({", ".join(keys)}{more}) are not those of any known method'

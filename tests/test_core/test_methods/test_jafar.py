@@ -292,15 +292,32 @@ def test_checkpoint_of_another_method_is_named(tmp_path, monkeypatch):
         checkpoint_keys_hint = ('upsampler.weight', 'upsampler.bias')
 
     monkeypatch.setitem(METHOD_CLASSES, 'other', _Other)
-    path = _saved(
-        tmp_path, {'upsampler.weight': torch.zeros(2, 2), 'upsampler.bias': torch.zeros(2)}
-    )
+    other = {'upsampler.weight': torch.zeros(2, 2), 'upsampler.bias': torch.zeros(2)}
+    path = _saved(tmp_path, other)
     with pytest.raises(CheckpointMismatchError, match="holds a 'other' checkpoint") as info:
         JAFAR.from_checkpoint(path)
     assert 'not a JAFAR checkpoint' in str(info.value)
+    # Inside a training checkpoint too.
+    nested = _saved(tmp_path, {'model': other, 'epoch': 3}, 'nested.pth')
+    with pytest.raises(CheckpointMismatchError, match="holds a 'other' checkpoint"):
+        JAFAR.from_checkpoint(nested)
     unknown = _saved(tmp_path, {'something.weight': torch.zeros(2)}, 'unknown.pth')
     with pytest.raises(CheckpointMismatchError, match='something.weight'):
         JAFAR.from_checkpoint(unknown)
+
+
+def test_prefixed_jafar_weights_name_the_prefix(tmp_path):
+    weights = {f'module.{k}': v for k, v in JAFAR(feature_channels=8).state_dict().items()}
+    with pytest.raises(CheckpointMismatchError, match="under the prefix 'module.'"):
+        JAFAR.from_checkpoint(_saved(tmp_path, weights))
+
+
+def test_runs_on_the_meta_device():
+    model = JAFAR(feature_channels=8).to('meta')
+    image = torch.empty(2, 3, 28, 42, device='meta')
+    features = torch.empty(2, 8, 2, 3, device='meta')
+    out = model(image, features, (30, 50))
+    assert out.device.type == 'meta' and out.shape == (2, 8, 30, 50)
 
 
 def test_incomplete_jafar_checkpoint_names_the_missing_keys(tmp_path):
