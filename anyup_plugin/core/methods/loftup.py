@@ -154,9 +154,9 @@ class LoftUp(UpsamplingMethod):
     def from_checkpoint(cls, path: str | os.PathLike, **kwargs: Any) -> LoftUp:
         """Builds LoftUp from a released ``pytorch_model.bin`` (strictly, published key names).
 
-        ``feature_channels`` and ``num_layers`` are read from the file; ``patch_size`` defaults
-        to that of the release with this channel count (:data:`LOFTUP_RELEASES`; pass
-        ``patch_size=16`` for the SigLIP releases).
+        ``feature_channels``, ``num_layers`` and ``n_freqs`` are read from the file;
+        ``patch_size`` defaults to that of the release with this channel count
+        (:data:`LOFTUP_RELEASES`; pass ``patch_size=16`` for the SigLIP releases).
 
         Args:
             path: The local checkpoint file.
@@ -195,6 +195,9 @@ class LoftUp(UpsamplingMethod):
             layers = {int(m.group(1)) for k in state_dict if (m := _LAYER_KEY.match(k))}
             if layers:
                 kwargs.setdefault('num_layers', max(layers) + 1)
+            biases = state_dict.get('upsampler.fourier_feat.1.biases')
+            if isinstance(biases, Tensor) and biases.dim() == 3:
+                kwargs.setdefault('n_freqs', int(biases.shape[-1]))
         model = cls(**kwargs)
         mismatch = state_dict_mismatch(state_dict, model.state_dict())
         if mismatch:

@@ -165,12 +165,13 @@ def _save(tmp_path, state_dict, name='pytorch_model.bin'):
 
 
 def test_from_checkpoint_loads_the_released_layout_strictly(tmp_path):
-    source = _model(channels=24, seed=4, num_layers=3)
+    source = _model(channels=24, seed=4, num_layers=3, n_freqs=6)
     path = _save(tmp_path, source.state_dict())
     loaded = build_method('loftup', checkpoint=path, max_query_chunk=64)
     assert isinstance(loaded, LoftUp)
     assert (loaded.feature_channels, loaded.patch_size, loaded.max_query_chunk) == (24, 14, 64)
     assert len(loaded.upsampler.ca_transformer.layers) == 3
+    assert loaded.upsampler.fourier_feat[1].n_freqs == 6
     for key, value in source.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[key], value, rtol=0, atol=0)
 
