@@ -4,7 +4,7 @@
 # PUBLISHED_REPO is a local checkout of github.com/wimmerth/anyup (its hubconf.py is used, no
 # weights are downloaded). Runs the CUDA tests (the Triton kernel's first run on hardware among
 # them), then AnyUp with the matmul, sdpa and triton attention kernels and the published code at
-# each size, in float32 and under bf16 autocast, and the four-map call;
+# each size, in float32 and under bf16 autocast, and the four-map call; the kernels per forward;
 # every table goes to stdout and OUT_DIR/gpu_benchmarks.md, every row to OUT_DIR/*.json.
 # DEVICE (default cuda), SIZES (default "448 1024"), REPEATS (default 10) and PYTHON override.
 set -euo pipefail
@@ -38,6 +38,15 @@ if [ "$DEVICE" = cuda ]; then
     { "$PYTHON" -m pytest -q -p no:cacheprovider "$HERE/../tests/test_core" -k cuda -rs \
         2>&1 || true; } | tail -n 8 | tee -a "$REPORT"
 fi
+# Kernels per forward (counted by operation, and profiled on the device) for the Triton and
+# the matmul attention; the first call for each shape runs under set_sync_debug_mode('error').
+for kernel in triton matmul; do
+    echo "### kernels per forward, $kernel attention" | tee -a "$REPORT"
+    # shellcheck disable=SC2046  # SIZES is a list of sizes, each with its feature size
+    "$PYTHON" "$HERE/count_kernels.py" --device "$DEVICE" --attention-kernel "$kernel" \
+        --sizes $(for s in $SIZES; do echo "$s:$((s / 14))"; done) 2>&1 | tee -a "$REPORT" ||
+        echo "(kernel count failed, see above)" | tee -a "$REPORT"
+done
 for autocast in none bf16; do
     for kernel in matmul sdpa triton; do
         # shellcheck disable=SC2086  # SIZES is a list

@@ -9,6 +9,10 @@ CUDA sizing forced on CPU tensors, every kernel-launching PyTorch operation coun
 the Triton attention's launches recorded rather than run (under Triton's interpreter, set
 here), the second call for the shapes unless --first-call. Random weights, batch 1; the
 count does not depend on the weights. Prints a Markdown table.
+
+With --device cuda it also runs the forward for real: the first call for each shape under
+``torch.cuda.set_sync_debug_mode('error')`` (any host synchronisation fails it), then a
+second call under ``torch.profiler``, whose CUDA kernels it counts ("profiled" column).
 """
 
 from __future__ import annotations
@@ -43,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         '--first-call', action='store_true', help='count the first call (caches empty)'
     )
+    parser.add_argument(
+        '--device', default='cpu', help='cpu (counted only) or cuda (also run and profiled)'
+    )
     args = parser.parse_args(argv)
 
     # Triton's device check accepts CPU tensors under its interpreter; nothing is run by it.
@@ -55,22 +62,44 @@ def main(argv: list[str] | None = None) -> int:
 
     columns = ['checks', *STAGES]
     header = ['output', 'features', *columns, 'Triton', 'total', 'host reads', 'host copies']
+    if args.device != 'cpu':
+        header.append('profiled')
     print(f'| {" | ".join(header)} |')
     print('|' + '---|' * len(header))
     for image_size, feature_size in args.sizes:
         torch.manual_seed(0)
-        model = AnyUp(attention_kernel=args.attention_kernel).eval()
-        image = torch.randn(1, 3, image_size, image_size)
-        features = torch.randn(1, args.channels, feature_size, feature_size)
+        model = AnyUp(attention_kernel=args.attention_kernel).eval().to(args.device)
+        image = torch.randn(1, 3, image_size, image_size, device=args.device)
+        features = torch.randn(1, args.channels, feature_size, feature_size, device=args.device)
+        profiled = '' if args.device == 'cpu' else f' {_profiled_kernels(model, image, features)} |'
         count = count_forward_kernels(model, image, features, warm=not args.first_call)
         stages = ' | '.join(str(count.stages.get(name, 0)) for name in columns)
         print(
             f'| {image_size}x{image_size} | {feature_size}x{feature_size}x{args.channels} | '
             f'{stages} | {sum(count.triton.values())} | **{count.total}** | '
-            f'{count.host_reads} | {count.host_copies} |',
+            f'{count.host_reads} | {count.host_copies} |{profiled}',
             flush=True,
         )
     return 0
+
+
+def _profiled_kernels(model: object, image: object, features: object) -> int:
+    """Runs a first call under sync-debug 'error', then counts a second call's CUDA kernels."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.no_grad():
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode('error')
+        try:
+            model(image, features)
+        finally:
+            torch.cuda.set_sync_debug_mode('default')
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            model(image, features)
+            torch.cuda.synchronize()
+    return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
 
 
 if __name__ == '__main__':
