@@ -359,9 +359,9 @@ class FeatUpJBU(UpsamplingMethod):
         model.load_state_dict(weights, strict=True)
         if 'model.1.norm.weight' in state:
             logger.info(
-                '%s holds a channel LayerNorm after the featurizer (model.1.norm.*): its '
-                'upsampler was trained on features normalised by it, which FeatUpJBU does '
-                'not apply.',
+                '%s also holds a channel LayerNorm (model.1.norm.*), which FeatUp applies to '
+                'the backbone features before this upsampler in its checkpoints outside '
+                'no_norm/; FeatUpJBU upsamples the features as they are given.',
                 name,
             )
         return model

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 
 import pytest
@@ -277,7 +278,8 @@ def lightning_checkpoint(weights: dict, norm_channels: int | None = None) -> dic
     }
 
 
-def test_loads_a_published_checkpoint_strictly_and_reads_its_backbone(tmp_path):
+def test_loads_a_published_checkpoint_strictly_and_reads_its_backbone(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger='anyup_plugin.core.methods.featup')
     weights = perturbed_state_dict(FeatUpJBU(feature_channels=8).state_dict(), 5)
     path = tmp_path / 'dino16_jbu_stack_cocostuff.ckpt'
     torch.save(lightning_checkpoint(weights, norm_channels=8), path)
@@ -287,6 +289,8 @@ def test_loads_a_published_checkpoint_strictly_and_reads_its_backbone(tmp_path):
     loaded = model.state_dict()
     assert list(loaded) == list(weights)
     assert all(torch.equal(loaded[k], weights[k]) for k in weights)
+
+    assert 'channel LayerNorm (model.1.norm.*)' in caplog.text
 
     built = build_method('jbu', checkpoint=str(path), patch_size=None)
     assert isinstance(built, FeatUpJBU) and built.patch_size is None
