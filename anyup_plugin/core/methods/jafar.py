@@ -25,6 +25,7 @@ attention is independent of the others) within a 3.3 GiB peak, 1.5 GiB of it the
 from __future__ import annotations
 
 import logging
+import operator
 import os
 import pickle
 from collections.abc import Mapping, Sequence
@@ -233,13 +234,15 @@ class JAFAR(UpsamplingMethod):
 
 def _output_size(output_size: Size) -> tuple[int, int]:
     size = tuple(output_size)
-    if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
+    # Integers of any kind (Python, numpy, 0-d integer tensors), not floats or booleans.
+    integral = all(hasattr(s, '__index__') and not isinstance(s, bool) for s in size)
+    if len(size) != 2 or not integral or not all(operator.index(s) > 0 for s in size):
         raise ValueError(
             f"JAFAR produces any output size (H', W') of two positive integers (queries are "
             f'the image encoding average-pooled to it; it is sharpest up to the image size), '
             f'got {output_size!r}'
         )
-    return size  # type: ignore[return-value]
+    return operator.index(size[0]), operator.index(size[1])
 
 
 def _load_tensors_only(path: str) -> Any:

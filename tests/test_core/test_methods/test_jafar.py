@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor
@@ -231,11 +232,19 @@ def test_wrong_features_are_refused():
         model(image.float()[..., :28, :], features.float(), (10, 10))
 
 
-@pytest.mark.parametrize('size', [(0, 5), (5, -1), (5,), (5.0, 6)])
+@pytest.mark.parametrize('size', [(0, 5), (5, -1), (5,), (5.0, 6), (True, 6)])
 def test_impossible_output_size_says_what_is_possible(size):
     image, features = _inputs(dtype=torch.float32)
     with pytest.raises(ValueError, match='any output size'):
         JAFAR(feature_channels=8)(image, features, size)
+
+
+def test_output_size_may_be_any_integers():
+    image, features = _inputs(batch=1, dtype=torch.float32)
+    model = JAFAR(feature_channels=8)
+    with torch.no_grad():
+        out = model(image, features, (torch.tensor(9), np.int64(11)))
+    assert out.shape == (1, 8, 9, 11)
 
 
 def test_image_is_required():
