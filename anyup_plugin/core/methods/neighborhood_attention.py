@@ -157,29 +157,37 @@ def neighborhood_attention_2d(
     device = query.device
     rows_dev = rows.to(device)
 
-    out = query.new_empty(b, heads, value.shape[2], h, w)
+    # Keys and values channels-last per head, so each step's gathers are ready for bmm.
+    key = key.permute(0, 1, 3, 4, 2)  # (B, n, Hk, Wk, D)
+    value = value.permute(0, 1, 3, 4, 2)  # (B, n, Hk, Wk, Dv)
+    dv = value.shape[-1]
+    out = query.new_empty(b, heads, dv, h, w)
     cols_per_step = min(w, max(1, max_query_chunk // b))
     rows_per_step = max(1, max_query_chunk // (b * cols_per_step))
     for c0 in range(0, w, cols_per_step):
         c1 = min(w, c0 + cols_per_step)
+        nc = c1 - c0
         span0, span1 = int(cols[c0:c1].min()), int(cols[c0:c1].max()) + 1
+        span = span1 - span0
         # (1, 1, 1, nc, 1, kw): where each window column lies in the step's key columns.
         where = (cols[c0:c1] - span0).to(device)[None, None, None, :, None, :]
-        key_span = key[..., span0:span1]
-        value_span = value[..., span0:span1]
+        key_span = key[:, :, :, span0:span1].contiguous()
+        value_span = value[:, :, :, span0:span1].contiguous()
         for r0 in range(0, h, rows_per_step):
             r1 = min(h, r0 + rows_per_step)
+            nr = r1 - r0
             window_rows = rows_dev[r0:r1]  # (nr, kh)
-            q = query[..., r0:r1, c0:c1]  # (B, n, D, nr, nc)
-            k = key_span[:, :, :, window_rows]  # (B, n, D, nr, kh, span)
+            q = query[..., r0:r1, c0:c1].permute(0, 1, 3, 4, 2).reshape(-1, nc, dim)
+            k = key_span[:, :, window_rows].view(-1, kh * span, dim)
             # Scores against every key column the step touches, then the window's own.
-            scores = torch.einsum('bndrc,bndras->bnrcas', q, k)
-            index = where.expand(b, heads, r1 - r0, c1 - c0, kh, kw)
+            scores = torch.bmm(q, k.transpose(1, 2)).view(b, heads, nr, nc, kh, span)
+            index = where.expand(b, heads, nr, nc, kh, kw)
             logits = scores.gather(-1, index) * scale  # (B, n, nr, nc, kh, kw)
             weights = logits.flatten(-2).softmax(-1).view_as(logits)
             # Back onto the step's key columns (adding, as a column can repeat in a window
             # when keys are copies), so that the values enter through one batched product.
-            dense = scores.new_zeros(scores.shape).scatter_add_(-1, index, weights)
-            v = value_span[:, :, :, window_rows]  # (B, n, Dv, nr, kh, span)
-            out[..., r0:r1, c0:c1] = torch.einsum('bnrcas,bnvras->bnvrc', dense, v)
+            dense = torch.zeros_like(scores).scatter_add_(-1, index, weights)
+            v = value_span[:, :, window_rows].view(-1, kh * span, dv)
+            step = torch.bmm(dense.view(-1, nc, kh * span), v).view(b, heads, nr, nc, dv)
+            out[..., r0:r1, c0:c1] = step.permute(0, 1, 4, 2, 3)
     return out
