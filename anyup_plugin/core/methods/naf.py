@@ -126,18 +126,15 @@ class NAFRoPE(nn.Module):
             )
         rows = self._angles(h, x, rescale)[:, :, None]  # (D/4, h, 1)
         cols = self._angles(w, x, rescale)[:, None, :]  # (D/4, 1, w)
-        # (B, heads, pair half, axis, D/4, h, w)
-        x = x.view(b, self.heads, 2, 2, -1, h, w)
-        first, second = x[:, :, 0], x[:, :, 1]
-        out = []
-        for part, angles in ((0, rows), (1, cols)):
+        # (B, heads, pair half, axis, D/4, h, w); the result is written in place of a new
+        # tensor so that the full-size temporaries are one product at a time.
+        x = x.reshape(b, self.heads, 2, 2, -1, h, w)
+        rotated = torch.empty_like(x)
+        for axis, angles in ((0, rows), (1, cols)):
             cos, sin = angles.cos(), angles.sin()
-            a, c = first[:, :, part], second[:, :, part]
-            out.append((a * cos - c * sin, c * cos + a * sin))
-        (a_rows, c_rows), (a_cols, c_cols) = out
-        rotated = torch.stack(
-            [torch.stack([a_rows, a_cols], 2), torch.stack([c_rows, c_cols], 2)], 2
-        )
+            first, second = x[:, :, 0, axis], x[:, :, 1, axis]
+            rotated[:, :, 0, axis] = first * cos - second * sin
+            rotated[:, :, 1, axis] = second * cos + first * sin
         return rotated.view(b, dim, h, w)
 
 
