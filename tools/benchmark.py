@@ -1,4 +1,5 @@
-"""Forward time and peak memory of AnyUp, bilinear interpolation and the dense reference.
+"""Forward time and peak memory of AnyUp, bilinear interpolation, the dense reference and
+every other upsampling method of :mod:`anyup_plugin.core.methods`.
 
 Each measurement runs in a fresh subprocess so that its peak resident memory (CPU) or peak
 allocated memory (CUDA) belongs to that configuration alone. Time is the median of several
@@ -9,6 +10,8 @@ size), weights are random (speed does not depend on them).
     python tools/benchmark.py --sizes 448 --methods anyup --breakdown
     python tools/benchmark.py --sizes 448 --methods multi_map --maps 4
     python tools/benchmark.py --device cuda --markdown
+    python tools/benchmark.py --sizes 224 448 1024 --methods all --threads 2
+    python tools/benchmark.py --sizes 448 --methods bicubic guided_filter joint_bilateral jafar
     python tools/benchmark.py --device cuda --autocast bf16 --sizes 448 1024 \
         --methods anyup published --published-repo /path/to/anyup
 
@@ -25,6 +28,13 @@ loaded through its ``hubconf.py`` with ``pretrained=False``) with this model's w
 reports the largest difference of its output from this model's, relative to the output's
 largest value. ``--autocast bf16`` runs every method under autocast (rows get no floor: it
 is a float32 rate).
+
+The methods of :data:`~anyup_plugin.core.methods.METHOD_CLASSES` (and their aliases; ``all``
+is AnyUp, bilinear and every one of them) are built with random weights at their published
+sizes: a per-backbone method gets features of its own ``feature_channels`` (``--channels``
+for methods that take any) on its own ``patch_size`` grid (1/14 of the output otherwise).
+A method whose module cannot be imported is reported as skipped, with the reason. These rows
+have no floor (it is AnyUp's arithmetic).
 """
 
 from __future__ import annotations
@@ -41,14 +51,65 @@ import time
 from typing import Any
 
 from anyup_plugin.core import ATTENTION_KERNELS
+from anyup_plugin.core.methods import METHOD_ALIASES, METHOD_CLASSES, method_class
 
-METHODS = ('anyup', 'bilinear', 'dense_reference', 'multi_map', 'published')
+#: Rows of AnyUp itself (each has AnyUp's arithmetic floor) and its bilinear baseline.
+ANYUP_METHODS = ('anyup', 'dense_reference', 'multi_map', 'published')
+METHODS = (
+    'anyup',
+    'bilinear',
+    'dense_reference',
+    'multi_map',
+    'published',
+    *METHOD_CLASSES,
+    *METHOD_ALIASES,
+)
 AUTOCAST_DTYPES = {'none': None, 'bf16': 'bfloat16', 'fp16': 'float16'}
 DEFAULT_METHODS = ('anyup', 'bilinear', 'dense_reference')
 
 
 def _features_size(size: int) -> int:
     return max(1, round(size / 14))
+
+
+def expand_methods(methods: list[str]) -> list[str]:
+    """``all`` -> AnyUp, bilinear and every registered method; repeats dropped, order kept."""
+    out: list[str] = []
+    for method in methods:
+        for m in ['anyup', 'bilinear', *METHOD_CLASSES] if method == 'all' else [method]:
+            if m not in out:
+                out.append(m)
+    return out
+
+
+def unavailable_reason(method: str) -> str | None:
+    """Why a registered method cannot run here (its module does not import), else None."""
+    if method in ('bilinear', *ANYUP_METHODS):
+        return None
+    try:
+        method_class(method)
+    except (ImportError, AttributeError) as error:
+        return f'not importable: {type(error).__name__}: {error}'
+    return None
+
+
+def _build_registered(
+    method: str, size: int, channels: int, device: Any
+) -> tuple[Any, Any, tuple[int, int]]:
+    """A registered method with random weights, random features it accepts (its own channel
+    count and patch grid where it has them, ``channels`` and 1/14 otherwise) and the output
+    size: ``size`` square, or the one size a fixed-factor method makes (``output_size_for``,
+    FeatUp's JBU stack: 16 times the features)."""
+    import torch
+
+    from anyup_plugin.core.methods import build_method
+
+    upsampler = build_method(method).to(device).eval()
+    channels = upsampler.feature_channels or channels
+    h = size // upsampler.patch_size if upsampler.patch_size else _features_size(size)
+    output_size_for = getattr(upsampler, 'output_size_for', None)
+    output = tuple(output_size_for((h, h))) if output_size_for else (size, size)
+    return upsampler, torch.randn(1, channels, h, h, device=device), output
 
 
 def stage_multiply_adds(size: int, channels: int) -> dict[str, int]:
@@ -152,12 +213,20 @@ def _worker(args: argparse.Namespace) -> None:
     h = _features_size(size)
     torch.manual_seed(0)
     image = torch.randn(1, 3, size, size, device=device)
-    features = torch.randn(1, channels, h, h, device=device)
-    maps = [torch.randn_like(features) for _ in range(args.maps)]
-    model = AnyUp(attention_kernel=args.attention_kernel).to(device).eval()
+    registered = args.method not in ('bilinear', *ANYUP_METHODS)
+    if registered:
+        # No AnyUp in these processes: its weights would count in the method's memory.
+        upsampler, features, output = _build_registered(args.method, size, channels, device)
+        h, channels = features.shape[-1], features.shape[1]
+    else:
+        features = torch.randn(1, channels, h, h, device=device)
+        maps = [torch.randn_like(features) for _ in range(args.maps)]
+        model = AnyUp(attention_kernel=args.attention_kernel).to(device).eval()
 
     published = None
-    if args.method == 'anyup':
+    if registered:
+        run = lambda: upsampler(image, features, output)  # noqa: E731
+    elif args.method == 'anyup':
         run = lambda: model(image, features)  # noqa: E731
     elif args.method == 'dense_reference':
         run = lambda: reference_upsample(model, image, features)  # noqa: E731
@@ -214,6 +283,7 @@ def _worker(args: argparse.Namespace) -> None:
             'size': size,
             'features': h,
             'channels': channels,
+            'output': list(output) if registered else [size, size],
             'median_s': median_time(run),
             # Peaks of the timed forwards themselves, before any breakdown run below.
             'peak_rss_mb': _peak_rss_mb(),
@@ -328,7 +398,13 @@ def _estimated_dense_gb(size: int, heads: int = 4, query_chunk: int | None = Non
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--sizes', type=int, nargs='+', default=[224, 448, 896, 1024])
-    parser.add_argument('--methods', nargs='+', choices=METHODS, default=list(DEFAULT_METHODS))
+    parser.add_argument(
+        '--methods',
+        nargs='+',
+        choices=[*METHODS, 'all'],
+        default=list(DEFAULT_METHODS),
+        help='all: AnyUp, bilinear and every method of anyup_plugin.core.methods',
+    )
     parser.add_argument('--maps', type=int, default=4, help='maps per call of multi_map')
     parser.add_argument('--channels', type=int, default=384)
     parser.add_argument('--repeats', type=int, default=3)
@@ -377,6 +453,7 @@ def main() -> None:
     parser.add_argument('--method', default=None, help=argparse.SUPPRESS)
     parser.add_argument('--size', type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.methods = expand_methods(args.methods)
     if 'published' in args.methods and not args.worker:
         if args.published_repo is None:
             parser.error('--methods published needs --published-repo DIR')
@@ -395,6 +472,11 @@ def main() -> None:
     results = []
     for size in args.sizes:
         for method in args.methods:
+            reason = unavailable_reason(method)
+            if reason is not None:
+                results.append({'method': method, 'size': size, 'skipped': reason})
+                print(json.dumps(results[-1]), flush=True)
+                continue
             dense_gb = _estimated_dense_gb(
                 size, query_chunk=args.published_q_chunk if method == 'published' else None
             )
@@ -467,7 +549,7 @@ def _print_table(results: list[dict], rate: float, args: argparse.Namespace) -> 
     rows = []
     for r in results:
         size = r['size']
-        h = _features_size(size)
+        h = r.get('features', _features_size(size))
         if 'skipped' in r:
             rows.append(
                 [f'{size}x{size}', f'{h}x{h}', r['method'], r['skipped'], '-', '-', '', '', '']
@@ -475,14 +557,16 @@ def _print_table(results: list[dict], rate: float, args: argparse.Namespace) -> 
             continue
         method = r['method']
         # multi_map (maps of one size): encoders and query conv once, the rest per map.
-        stages = stage_multiply_adds(size, args.channels)
         maps = r.get('maps', 1)
-        shared = stages['encoders'] + stages['query conv']
-        macs = shared + maps * (sum(stages.values()) - shared)
-        gflop = 2 * macs / 1e9
-        row_rate = _floor_rate(r, rate)
-        floor = gflop / row_rate if math.isfinite(row_rate) else math.nan
-        is_anyup = method != 'bilinear'
+        is_anyup = method in ANYUP_METHODS
+        gflop = floor = math.nan
+        if is_anyup:
+            stages = stage_multiply_adds(size, args.channels)
+            shared = stages['encoders'] + stages['query conv']
+            macs = shared + maps * (sum(stages.values()) - shared)
+            gflop = 2 * macs / 1e9
+            row_rate = _floor_rate(r, rate)
+            floor = gflop / row_rate if math.isfinite(row_rate) else math.nan
         if method == 'multi_map':
             method = (
                 f'{maps} maps in one call ({r["multi_map_ratio"]:.2f}x of '
@@ -503,8 +587,8 @@ def _print_table(results: list[dict], rate: float, args: argparse.Namespace) -> 
             method += f', {r["autocast"]} autocast'
         rows.append(
             [
-                f'{size}x{size}',
-                f'{h}x{h}x{args.channels}',
+                'x'.join(map(str, r.get('output', (size, size)))),
+                f'{h}x{h}x{r.get("channels", args.channels)}',
                 method,
                 f'{r["median_s"]:.3f} s',
                 f'{r[mem_key] / 1024:.2f} GB',

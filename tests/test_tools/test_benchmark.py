@@ -215,3 +215,93 @@ def test_published_method_needs_a_checkout_with_a_hubconf(tmp_path):
             timeout=60,
         )
         assert proc.returncode == 2 and message in proc.stderr
+
+
+@pytest.mark.slow
+def test_weightless_methods_are_timed_each_in_its_own_process(tmp_path):
+    report = tmp_path / 'bench.json'
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / 'tools' / 'benchmark.py'),
+            *('--sizes', '28', '--channels', '8', '--repeats', '1', '--markdown'),
+            *('--methods', 'bicubic', 'guided_filter', '--json', str(report)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(report.read_text())['results']
+    assert [r['method'] for r in results] == ['bicubic', 'guided_filter']
+    for r in results:
+        # Methods that take any features get --channels on the 1/14 grid.
+        assert (r['features'], r['channels'], r['output']) == (2, 8, [28, 28])
+        assert r['median_s'] > 0
+        assert r['peak_rss_mb'] >= r['rss_before_forward_mb'] > 0
+    rows = [line.split('|') for line in proc.stdout.splitlines() if line.startswith('| 28x28')]
+    assert [(row[2].strip(), row[3].strip()) for row in rows] == [
+        ('2x2x8', 'bicubic'),
+        ('2x2x8', 'guided_filter'),
+    ]
+    assert [row[7].strip() for row in rows] == ['', '']  # AnyUp's arithmetic is not theirs
+
+
+def test_all_is_anyup_bilinear_and_every_registered_method():
+    benchmark = _benchmark_module()
+    from anyup_plugin.core.methods import METHOD_CLASSES
+
+    methods = benchmark.expand_methods(['bicubic', 'all', 'jbu'])
+    assert methods == [
+        'bicubic',
+        'anyup',
+        'bilinear',
+        *[m for m in METHOD_CLASSES if m != 'bicubic'],
+        'jbu',
+    ]
+    assert {'guided_filter', 'joint_bilateral', 'featup', 'jafar', 'loftup', 'naf'} <= set(methods)
+
+
+def test_registered_methods_get_features_they_accept():
+    benchmark = _benchmark_module()
+    method, features, output = benchmark._build_registered('guided_filter', 224, 8, 'cpu')
+    assert type(method).__name__ == 'GuidedFilterUpsampler'
+    assert features.shape == (1, 8, 16, 16) and output == (224, 224)
+
+
+def test_a_fixed_factor_method_is_timed_at_its_own_output_size():
+    benchmark = _benchmark_module()
+    if benchmark.unavailable_reason('featup') is not None:
+        pytest.skip('FeatUp JBU is not importable here')
+    method, features, output = benchmark._build_registered('jbu', 224, 8, 'cpu')
+    # Its published width (384 for DINOv2 ViT-S/14), not --channels; 16 x 16 cells -> 256.
+    assert features.shape == (1, method.feature_channels, 224 // method.patch_size, 16)
+    assert output == (256, 256)
+
+
+def test_a_method_that_does_not_import_is_reported_and_never_run(monkeypatch, capsys):
+    benchmark = _benchmark_module()
+    monkeypatch.setitem(benchmark.METHOD_CLASSES, 'unwritten', 'no_such_module:Upsampler')
+    assert benchmark.unavailable_reason('bicubic') is None
+    assert 'not importable: ModuleNotFoundError' in benchmark.unavailable_reason('unwritten')
+
+    runs = []
+
+    def fake_worker(cmd, **kwargs):
+        runs.append(cmd)
+        result = {'method': 'bicubic', 'size': 28, 'features': 2, 'channels': 8,
+                  'output': [28, 28], 'median_s': 0.25, 'peak_rss_mb': 3072.0,
+                  'rss_before_forward_mb': 1024.0}  # fmt: skip
+        return subprocess.CompletedProcess(cmd, 0, stdout=json.dumps(result) + '\n', stderr='')
+
+    monkeypatch.setattr(benchmark.subprocess, 'run', fake_worker)
+    monkeypatch.setattr(benchmark, 'matmul_gflops', lambda threads=None: 100.0)
+    argv = ['benchmark.py', '--methods', 'unwritten', 'bicubic', '--sizes', '28', '--markdown']
+    # argparse's choices were fixed at import; the registry entry added above is a new method.
+    monkeypatch.setattr(benchmark, 'METHODS', (*benchmark.METHODS, 'unwritten'))
+    monkeypatch.setattr(sys, 'argv', argv)
+    benchmark.main()
+    assert len(runs) == 1 and '--method=bicubic' in runs[0]
+    out = capsys.readouterr().out
+    assert '| 28x28 | 2x2 | unwritten | not importable: ModuleNotFoundError' in out
+    assert '| 28x28 | 2x2x8 | bicubic | 0.250 s | 3.00 GB | 2.00 GB |  |  |  |' in out
