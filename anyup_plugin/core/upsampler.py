@@ -103,6 +103,9 @@ def method_arguments(method: str) -> tuple[str, ...] | None:
     if key == 'bilinear':
         return _BILINEAR_ARGUMENTS
     cls = AnyUp if key == 'anyup' else method_class(key)
+    if cls.__init__ is nn.Module.__init__:
+        # No constructor of its own: nn.Module's (*args, **kwargs) takes no argument.
+        return ()
     params = list(inspect.signature(cls.__init__).parameters.values())[1:]
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return None

@@ -217,6 +217,9 @@ def test_arguments_come_from_the_method_signature(registered):
     assert method_arguments('test_image_shift') == ('shift', 'channels')
     assert method_arguments('bilinear') == ('align_corners', 'antialias')
     assert 'window_ratio' in method_arguments('anyup')
+    assert method_arguments('test_imageless') == ()  # nn.Module's constructor: nothing
+    with pytest.raises(TypeError, match="'test_imageless' does not take scale; it takes no "):
+        FeatureUpsampler('test_imageless', scale=2)
     with pytest.raises(TypeError, match="method 'test_image_shift' does not take window_ratio; "
                        'it takes shift, channels'):  # fmt: skip
         FeatureUpsampler('test_image_shift', window_ratio=0.1)

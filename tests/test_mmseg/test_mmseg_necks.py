@@ -1,4 +1,4 @@
-"""AnyUpNeck and BilinearNeck: shapes, strides, guidance normalisation, freezing, errors."""
+"""UpsamplerNeck, AnyUpNeck, BilinearNeck: shapes, strides, guidance, freezing, methods, errors."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ pytest.importorskip('mmseg.models', reason='MMSegmentation (with mmcv ops) is no
 
 from anyup_plugin.constants import IMAGENET_MEAN_255, IMAGENET_STD_255
 from anyup_plugin.core.anyup import AnyUp
-from anyup_plugin.mmseg.necks import AnyUpNeck, BilinearNeck
+from anyup_plugin.core.methods import METHOD_CLASSES, UpsamplingMethod
+from anyup_plugin.mmseg.necks import AnyUpNeck, BilinearNeck, UpsamplerNeck
 
 
 def _inputs(batch=2, channels=8, h=4, w=5, size=(28, 35)):
@@ -294,3 +295,97 @@ def test_keys_of_a_merged_base_neck_say_how_to_replace_or_keep_it(neck_type):
     assert f"neck=dict(_delete_=True, type='{name}', ...)" in message
     assert f"neck=[dict(type='{name}', ...), {{{{_base_.model.neck}}}}]" in message
     assert "type='AnyUpEncoderDecoder'" in message
+
+
+# --- the method is a config key: UpsamplerNeck, and AnyUpNeck/BilinearNeck switched ---------------
+
+
+class _Shift(UpsamplingMethod):
+    """A third-party method: nearest upsampling plus ``shift`` x the guidance's mean."""
+
+    name = 'test_shift'
+
+    def __init__(self, shift: float = 0.0) -> None:
+        super().__init__()
+        self.shift = shift
+
+    def forward(self, image, features, output_size):
+        return F.interpolate(features, size=output_size, mode='nearest') + self.shift * image.mean()
+
+
+class _Nearest(UpsamplingMethod):
+    name = 'test_nearest'
+    uses_image = False
+
+    def forward(self, image, features, output_size):
+        return F.interpolate(features, size=output_size, mode='nearest')
+
+
+@pytest.fixture
+def third_party(monkeypatch):
+    """Two methods registered for one test (as register_method would, then removed)."""
+    monkeypatch.setitem(METHOD_CLASSES, 'test_shift', _Shift)
+    monkeypatch.setitem(METHOD_CLASSES, 'test_nearest', _Nearest)
+
+
+def test_upsampler_neck_builds_any_method_from_its_config(third_party):
+    from mmseg.registry import MODELS
+
+    feats, image = _inputs()
+    neck = MODELS.build(dict(type='UpsamplerNeck', method='test_shift', shift=2.0, output_stride=4))
+    assert isinstance(neck, UpsamplerNeck) and neck.upsampler.method_module.shift == 2.0
+    out = neck.eval()(feats, image)
+    for got, level in zip(out, feats):
+        expected = F.interpolate(level, size=(7, 9), mode='nearest') + 2.0 * image.mean()
+        torch.testing.assert_close(got, expected)
+    assert isinstance(UpsamplerNeck().upsampler.anyup, AnyUp)  # the default method
+
+
+@pytest.mark.parametrize('neck_type', [AnyUpNeck, BilinearNeck])
+def test_anyup_and_bilinear_necks_switch_method_by_one_key(neck_type, third_party, caplog):
+    feats, image = _inputs()
+    # As an AnyUp config overridden by --cfg-options model.neck.method=test_shift: AnyUp's
+    # own keys stay in the config and are left to AnyUp (nothing is downloaded).
+    anyup_keys = dict(checkpoint='anyup_paper', window_ratio=0.1) if neck_type is AnyUpNeck else {}
+    neck = neck_type(method='test_shift', shift=1.0, **anyup_keys).eval()
+    assert neck.upsampler.method == 'test_shift' and neck.upsampler.checkpoint is None
+    expected = F.interpolate(feats[1], size=(28, 35), mode='nearest') + image.mean()
+    torch.testing.assert_close(neck(feats, image)[1], expected)
+    assert 'method=' in repr(neck) and "'test_shift'" in repr(neck)
+
+
+def test_methods_without_the_image_run_without_it_given_a_scale_factor(third_party):
+    feats, _ = _inputs()
+    out = BilinearNeck(method='test_nearest', scale_factor=2)(feats)  # stock EncoderDecoder
+    torch.testing.assert_close(out[0], F.interpolate(feats[0], scale_factor=2, mode='nearest'))
+    with pytest.raises(RuntimeError, match='AnyUpEncoderDecoder'):
+        UpsamplerNeck(method='test_shift', scale_factor=2).eval()(feats)
+
+
+def test_unknown_method_and_keys_name_what_is_known(third_party):
+    with pytest.raises(ValueError, match='unknown upsampling method') as info:
+        UpsamplerNeck(method='nearest_neighbour')
+    assert 'anyup' in str(info.value) and 'test_shift' in str(info.value)
+    with pytest.raises(TypeError) as info:
+        AnyUpNeck(method='test_shift', radius=3, in_channels=[8])
+    message = str(info.value)
+    assert 'AnyUpNeck got config key(s) it does not take: in_channels, radius.' in message
+    assert "method 'test_shift''s arguments (shift)" in message
+    assert 'its own keys (method, checkpoint, frozen, in_index' in message
+    assert "neck=dict(_delete_=True, type='AnyUpNeck', ...)" in message
+    with pytest.raises(
+        TypeError, match=r"method 'bilinear''s arguments \(align_corners, antialias\)"
+    ):
+        UpsamplerNeck(method='bilinear', window_ratio=0.1)
+
+
+def test_old_state_dicts_keep_their_keys_and_load():
+    torch.manual_seed(0)
+    reference = AnyUp()
+    neck = AnyUpNeck()
+    assert all(key.startswith('upsampler.anyup.') for key in neck.state_dict())
+    # an older neck that held AnyUp directly as `upsampler`
+    neck.load_state_dict({f'upsampler.{k}': v for k, v in reference.state_dict().items()})
+    for key, value in reference.state_dict().items():
+        torch.testing.assert_close(neck.upsampler.anyup.state_dict()[key], value)
+    assert BilinearNeck().state_dict() == {}
