@@ -274,3 +274,18 @@ def test_plain_and_prefixed_method_state_dicts_load(registered):
         target = FeatureUpsampler('test_image_shift')
         target.load_state_dict(state)
         assert float(target.method_module.gain) == 5.0
+
+
+def test_the_classical_methods_run_through_the_upsampler():
+    from anyup_plugin.core.methods.classical import GuidedFilterUpsampler
+
+    image, feats = _inputs()
+    up = FeatureUpsampler('guided_filter', radius=2)
+    assert up.frozen and up.uses_image and not list(up.parameters())
+    expected = GuidedFilterUpsampler(radius=2)(image, feats, (28, 35))
+    torch.testing.assert_close(up(image, feats, (28, 35)), expected)
+    bicubic = FeatureUpsampler('BICUBIC')
+    expected = F.interpolate(feats, size=(28, 35), mode='bicubic', align_corners=False)
+    torch.testing.assert_close(bicubic(None, feats, (28, 35)), expected)
+    with pytest.raises(ValueError, match='has no weights'):
+        FeatureUpsampler('bicubic', checkpoint='weights.pth')

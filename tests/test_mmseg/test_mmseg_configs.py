@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 pytest.importorskip('mmseg.models', reason='MMSegmentation (with mmcv ops) is not installed')
 
@@ -129,3 +130,59 @@ def test_paper_configs_pin_the_protocol(stem):
             assert step['size'] == 448
     assert cfg.test_dataloader == cfg.val_dataloader
     assert cfg.val_evaluator.type == 'IoUMetric'
+
+
+# --- every config runs any upsampling method by one override -------------------------------------
+
+#: Segmentation, depth and normal configs: each has an upsampling neck.
+NECK_CONFIGS = sorted(CONFIG_DIR.glob('*.py'))
+
+
+def _with_method(config: Path, method: str) -> Config:
+    """The config as ``--cfg-options model.neck.method=<method>`` makes it, CPU-sized.
+
+    Only the backbone shrinks (random weights, 2 blocks; 4 for the DPT probes); the neck keeps
+    what the config sets, AnyUp's checkpoint name and ``window_ratio`` included.
+    """
+    cfg = Config.fromfile(str(config))
+    cfg.merge_from_dict({'model.neck.method': method})
+    backbone = cfg.model.backbone
+    backbone.checkpoint, backbone.pretrained, backbone.depth = None, False, 2
+    if cfg.model.decode_head.get('probe') == 'dpt':
+        backbone.depth, backbone.layers = 4, [0, 1, 2, 3]
+        cfg.model.decode_head.dpt_cfg.channels = 16
+    return cfg
+
+
+@pytest.mark.parametrize('config', NECK_CONFIGS, ids=lambda p: p.stem)
+def test_every_config_runs_another_method_by_one_override(config):
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+
+    from anyup_plugin.core.methods.classical import GuidedFilterUpsampler
+
+    init_default_scope('mmseg')
+    cfg = _with_method(config, 'guided_filter')
+    neck_cfg = cfg.model.neck
+    assert neck_cfg.type in ('AnyUpNeck', 'BilinearNeck') and neck_cfg.method == 'guided_filter'
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model).eval()
+    upsampler = model.neck.upsampler
+    assert upsampler.method == 'guided_filter' and upsampler.anyup is None
+    assert upsampler.checkpoint is None  # 'anyup_paper' is AnyUp's: left alone, no download
+
+    # The configs normalise with ImageNet's statistics: this input is the guidance itself.
+    height, width = 28, 42  # 2x3 patches: small, as the guided filter works per channel
+    image = torch.randn(1, 3, height, width)
+    with torch.no_grad():
+        levels = model.backbone(image)
+        out = model.extract_feat(image)
+        logits = model.decode_head(out)
+    strides = model.neck.output_stride * (len(levels) // len(model.neck.output_stride))
+    reference = GuidedFilterUpsampler()
+    for level, got, stride in zip(levels, out, strides):
+        level_map = level[0] if isinstance(level, (list, tuple)) else level
+        got_map = got[0] if isinstance(got, (list, tuple)) else got
+        size = (math.ceil(height / stride), math.ceil(width / stride))
+        torch.testing.assert_close(got_map, reference(image, level_map, size))
+    assert torch.isfinite(logits).all()
