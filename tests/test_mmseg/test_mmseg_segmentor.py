@@ -125,6 +125,24 @@ def test_stock_encoder_decoder_fails_naming_the_replacement():
         model.loss(inputs, samples)
 
 
+@pytest.mark.parametrize('method', ['bicubic', 'bilinear'])
+def test_stock_encoder_decoder_runs_methods_that_do_not_use_the_image(method):
+    import torch.nn.functional as F
+
+    neck = dict(type='UpsamplerNeck', method=method, scale_factor=14)
+    model = MODELS.build(_model_cfg(segmentor='EncoderDecoder', neck=neck))
+    inputs, samples = _batch()
+    feats = model.extract_feat(inputs)
+    levels = model.backbone(inputs)
+    torch.testing.assert_close(feats[0], F.interpolate(levels[0], size=(28, 28), mode=method))
+    assert all(torch.isfinite(v).all() for v in model.loss(inputs, samples).values())
+    # an image-guided method says which segmentor gives it the image
+    neck = dict(type='UpsamplerNeck', method='guided_filter', scale_factor=14)
+    model = MODELS.build(_model_cfg(segmentor='EncoderDecoder', neck=neck))
+    with pytest.raises(RuntimeError, match="type='AnyUpEncoderDecoder'"):
+        model.extract_feat(inputs)
+
+
 def test_other_necks_are_called_without_image():
     neck = dict(type='MultiLevelNeck', in_channels=[384], out_channels=384, scales=[2])
     model = MODELS.build(_model_cfg(neck=neck))
