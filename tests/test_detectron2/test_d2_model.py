@@ -468,3 +468,21 @@ def test_bilinear_takes_its_arguments_from_the_command_line(make_cfg):
     out = backbone(torch.randn(1, 3, TINY, TINY))['feat0_s1']
     expected = F.interpolate(feats, size=(TINY, TINY), mode='bilinear', align_corners=True)
     torch.testing.assert_close(out, expected)
+
+
+def test_guided_filter_from_the_command_line_on_a_shipped_config(make_cfg, no_network):
+    from anyup_plugin.core.methods.classical import GuidedFilterUpsampler
+
+    # MODEL.ANYUP.UPSAMPLER guided_filter MODEL.ANYUP.METHOD_KWARGS "[['radius', 2]]" on the
+    # AnyUp config, whose CHECKPOINT 'anyup_paper' is left to AnyUp.
+    cfg = make_cfg('anyup', 'MODEL.ANYUP.CHECKPOINT', 'anyup_paper')
+    cfg.merge_from_list(['MODEL.ANYUP.UPSAMPLER', 'guided_filter',
+                         'MODEL.ANYUP.METHOD_KWARGS', "[['radius', 2]]"])  # fmt: skip
+    backbone = build_backbone(cfg).eval()
+    assert backbone.upsampler.method == 'guided_filter' and backbone.upsampler.checkpoint is None
+    rgb = _rgb_pixels(TINY, TINY + 14)
+    out = backbone(_network_input(cfg, rgb))['feat0_s1']
+    image = _imagenet(rgb)
+    feats = backbone.bottom_up.encoder(image)[0]
+    expected = GuidedFilterUpsampler(radius=2)(image, feats, (TINY, TINY + 14))
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
