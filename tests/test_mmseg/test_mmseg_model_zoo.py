@@ -298,6 +298,19 @@ def test_example_config_trains_and_predicts(name, shrink, strides):
     _trains_and_predicts(_shrink(cfg, shrink), strides)
 
 
+@pytest.mark.parametrize(
+    'name,shrink,strides', EXAMPLE_CONFIGS, ids=[e[0].split('_')[0] for e in EXAMPLE_CONFIGS]
+)
+def test_example_config_trains_and_predicts_with_another_method(name, shrink, strides):
+    cfg = Config.fromfile(str(EXAMPLES / name))
+    cfg.merge_from_dict({'model.neck.method': 'guided_filter'})  # as --cfg-options does
+    cfg = _shrink(cfg, shrink)
+    for key in ('qk_dim', 'num_heads'):  # AnyUp's own, set by _shrink
+        cfg.model.neck.pop(key)
+    cfg.model.neck.checkpoint = 'anyup_multi_backbone'  # AnyUp's, ignored: no download
+    _trains_and_predicts(cfg, strides)
+
+
 def test_examples_are_thin_configs_on_the_installed_package():
     assert sorted(p.name for p in EXAMPLES.glob('*.py')) == sorted(e[0] for e in EXAMPLE_CONFIGS)
     for path in EXAMPLES.glob('*.py'):
