@@ -14,7 +14,7 @@ from anyup_plugin.apis.visualization import denormalize_image, joint_pca_rgb
 from anyup_plugin.utils.io import atomic_write
 
 __all__ = [
-    'collect_figure_samples',
+    'FigureSampleCollector',
     'load_figure_samples',
     'save_figure_samples',
     'write_figure',
@@ -54,55 +54,69 @@ def _uint8(rgb: Tensor) -> np.ndarray:
     return (rgb.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
-@torch.no_grad()
-def collect_figure_samples(
-    model: nn.Module, dataloader, task: str, num_images: int
-) -> list[dict[str, np.ndarray]]:
-    """Runs a trained segmentor on the first ``num_images`` images of ``dataloader``.
+class FigureSampleCollector:
+    """Keeps the first ``num_images`` test images' panels while a segmentor evaluates.
 
-    The PCA of each image's upsampled features is fitted on its backbone map (the last level)
-    and applied to the neck's output, as :func:`~anyup_plugin.apis.visualization.joint_pca_rgb`
-    does, so the colours show what the upsampler made of the backbone's features.
+    Forward hooks on the backbone (its input, the normalised image, and its last map) and on
+    the neck (the upsampled map) see each batch; :meth:`add` then pairs them with the batch's
+    predictions. The PCA of each image's upsampled features is fitted on its backbone map and
+    applied to the neck's output, as :func:`~anyup_plugin.apis.visualization.joint_pca_rgb`
+    does, so the colours show what the upsampler made of the backbone's features. Collecting
+    during the test loop costs no extra forward.
 
     Args:
-        model: An MMSeg segmentor with ``backbone``, ``neck`` and ``test_step`` (eval mode
-            is set here).
-        dataloader: Its validation or test loader.
+        model: An MMSeg segmentor with ``backbone`` and ``neck``.
         task: ``'segmentation'``, ``'depth'`` or ``'normals'``.
-        num_images: How many images.
-
-    Returns:
-        One dict of numpy arrays per image, with the keys of :data:`SAMPLE_KEYS`.
+        num_images: How many images to keep.
     """
-    captured: dict[str, object] = {}
-    hooks = [
-        model.backbone.register_forward_hook(lambda m, a, out: captured.__setitem__('low', out)),
-        model.neck.register_forward_hook(lambda m, a, out: captured.__setitem__('high', out)),
-    ]
-    samples: list[dict[str, np.ndarray]] = []
-    model.eval()
-    try:
-        for batch in dataloader:
-            if len(samples) >= num_images:
-                break
-            predictions = model.test_step(batch)
-            inputs = model.data_preprocessor(batch, False)['inputs']
-            low, high = _first_map(captured['low']), _first_map(captured['high'])
-            for i, sample in enumerate(predictions[: num_images - len(samples)]):
-                _, pca = joint_pca_rgb(low[i], high[i])
-                gt, pred = _targets(sample, task)
-                samples.append(
-                    {
-                        'image': _uint8(denormalize_image(inputs[i].float())),
-                        'gt': gt,
-                        'pred': pred,
-                        'pca': _uint8(pca[0]),
-                    }
-                )
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return samples
+
+    def __init__(self, model: nn.Module, task: str, num_images: int) -> None:
+        self.model = model
+        self.task = task
+        self.num_images = num_images
+        self.samples: list[dict[str, np.ndarray]] = []
+        self._captured: dict[str, object] = {}
+        self._handles: list = []
+
+    def attach(self) -> FigureSampleCollector:
+        """Registers the forward hooks."""
+
+        def backbone_hook(module, args, output):
+            self._captured['image'], self._captured['low'] = args[0], output
+
+        def neck_hook(module, args, output):
+            self._captured['high'] = output
+
+        self._handles = [
+            self.model.backbone.register_forward_hook(backbone_hook),
+            self.model.neck.register_forward_hook(neck_hook),
+        ]
+        return self
+
+    def detach(self) -> None:
+        """Removes the hooks."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    @torch.no_grad()
+    def add(self, predictions: Sequence) -> None:
+        """Adds the panels of a batch's predictions (data samples), up to ``num_images``."""
+        if len(self.samples) >= self.num_images or 'high' not in self._captured:
+            return
+        image = self._captured['image']
+        low, high = _first_map(self._captured['low']), _first_map(self._captured['high'])
+        for i, sample in enumerate(predictions[: self.num_images - len(self.samples)]):
+            _, pca = joint_pca_rgb(low[i], high[i])
+            gt, pred = _targets(sample, self.task)
+            self.samples.append(
+                {
+                    'image': _uint8(denormalize_image(image[i].float())),
+                    'gt': gt,
+                    'pred': pred,
+                    'pca': _uint8(pca[0]),
+                }
+            )
 
 
 def save_figure_samples(path: str | os.PathLike, samples: Sequence[Mapping[str, np.ndarray]]):

@@ -142,6 +142,8 @@ def _shrink_for_demo(cfg, benchmark: Benchmark, demo: DemoSettings, data_root: s
                 if step['type'] == 'SegCenterCrop':
                     step['size'] = frame[0]
     set_epochs(cfg, demo.epochs)
+    # No validation while training: the test pass after it gives the numbers.
+    cfg.train_cfg.val_begin = demo.epochs + 1
     if demo.backbone_depth is not None:
         cfg.model.backbone.depth = demo.backbone_depth
     cfg.model.backbone.checkpoint = None
@@ -359,9 +361,10 @@ def run_method(
         ``peak_memory_mb_per_image``, ``memory_kind``, ``profiled_images``, ``device``,
         ``settings``, ``finished``, and ``reused`` (True when read back; not stored).
     """
+    from mmengine.hooks import Hook
     from mmengine.runner import Runner
 
-    from .figure import collect_figure_samples, save_figure_samples
+    from .figure import FigureSampleCollector, save_figure_samples
     from .profiling import UpsamplerProfiler
 
     bench = get_benchmark(benchmark) if isinstance(benchmark, str) else benchmark
@@ -381,11 +384,21 @@ def run_method(
     model = runner.model
     device = next(model.parameters()).device
     profiler = UpsamplerProfiler(model.neck, device)
-    with profiler:
-        metrics = runner.test()
-    samples = collect_figure_samples(model, runner.test_dataloader, bench.task, figure_images)
-    if samples:
-        save_figure_samples(work / FIGURE_SAMPLES_FILE, samples)
+    collector = FigureSampleCollector(model, bench.task, figure_images)
+
+    class _KeepFigureSamples(Hook):
+        def after_test_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+            collector.add(outputs or [])
+
+    runner.register_hook(_KeepFigureSamples(), priority='LOWEST')
+    collector.attach()
+    try:
+        with profiler:
+            metrics = runner.test()
+    finally:
+        collector.detach()
+    if collector.samples:
+        save_figure_samples(work / FIGURE_SAMPLES_FILE, collector.samples)
     result = {
         'method': method,
         'benchmark': bench.name,

@@ -32,6 +32,7 @@ def test_demo_config_for_a_per_backbone_method(tmp_path):
         steps = _steps(cfg, loader)
         assert steps['ResizeShortSide']['size'] == steps['SegCenterCrop']['size'] == 56
     assert cfg.train_cfg.max_epochs == 3 and cfg.param_scheduler[0].T_max == 3
+    assert cfg.train_cfg.val_begin == 4  # no validation in training: the test pass scores it
     assert cfg.work_dir == str(tmp_path / 'jafar')
     assert 'WeightsOnlyCheckpointHook' in [h['type'] for h in cfg.custom_hooks]
     assert not cfg.resume and cfg.load_from is None  # nothing to resume from yet
