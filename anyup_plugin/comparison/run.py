@@ -31,6 +31,7 @@ __all__ = [
     'DemoSettings',
     'ResultsMismatchError',
     'build_method_config',
+    'comparison_notes',
     'run_comparison',
     'run_method',
 ]
@@ -427,6 +428,26 @@ def _device_name(device: torch.device) -> str:
     return f'cpu ({torch.get_num_threads()} threads)'
 
 
+def comparison_notes(results: Sequence[Mapping[str, Any]], demo: DemoSettings | None) -> list[str]:
+    """The lines above the table: where each row ran, how time and memory were taken, demo."""
+    machines = {(r['device'], r['memory_kind']) for r in results}
+    if len(machines) == 1:
+        notes = [f'device: {results[0]["device"]}; memory: {results[0]["memory_kind"]}']
+    else:  # read-back results from another machine: say which row ran where
+        notes = [f'{r["method"]} ran on {r["device"]}; memory: {r["memory_kind"]}' for r in results]
+    notes.append(
+        'time and memory: the upsampling neck per test image, measured during the evaluation '
+        'that gave the metrics (median time, largest peak)'
+    )
+    if demo is not None:
+        notes.append(
+            f'DEMO: generated data ({demo.num_train} train / {demo.num_val} test images, '
+            f'{demo.image_size} px, {demo.epochs} epochs), random backbone and upsampler '
+            "weights: the numbers show the pipeline runs, not the methods' quality"
+        )
+    return notes
+
+
 def run_comparison(
     benchmark: str,
     methods: Sequence[str],
@@ -501,17 +522,7 @@ def run_comparison(
                 copy.deepcopy(dict(cfg_options or {})), figure_images, config_dir,
             )
         )  # fmt: skip
-    notes = [f'device: {results[0]["device"]}; memory: {results[0]["memory_kind"]}']
-    notes.append(
-        'time and memory: the upsampling neck per test image, measured during the evaluation '
-        'that gave the metrics (median time, largest peak)'
-    )
-    if demo is not None:
-        notes.append(
-            f'DEMO: generated data ({demo.num_train} train / {demo.num_val} test images, '
-            f'{demo.image_size} px, {demo.epochs} epochs), random backbone and upsampler '
-            "weights: the numbers show the pipeline runs, not the methods' quality"
-        )
+    notes = comparison_notes(results, demo)
     markdown, csv_path = write_tables(bench, results, out, with_paper, notes)
     samples = {
         r['method']: load_figure_samples(work_dirs[r['method']] / FIGURE_SAMPLES_FILE)

@@ -10,7 +10,7 @@ from mmengine.config import Config
 
 from anyup_plugin.comparison import DemoSettings, build_method_config
 from anyup_plugin.comparison.benchmarks import default_config_dir
-from anyup_plugin.comparison.run import backbone_geometry, set_epochs
+from anyup_plugin.comparison.run import backbone_geometry, comparison_notes, set_epochs
 
 TINY = DemoSettings(num_train=2, num_val=2, image_size=56, epochs=3, backbone_depth=2)
 
@@ -77,3 +77,16 @@ def test_backbone_geometry_reads_channels_and_patch_size():
                   layers=-1, apply_norm=True, checkpoint=None, depth=2)  # fmt: skip
     assert backbone_geometry(vits14) == (384, 14)
     assert backbone_geometry(dict(vits14, model_name='vit_tiny_patch16_224')) == (192, 16)
+
+
+def test_notes_say_where_each_row_ran_when_machines_differ():
+    cpu = {'device': 'cpu (2 threads)', 'memory_kind': 'CPU peak'}
+    gpu = {'device': 'cuda (H200)', 'memory_kind': 'CUDA peak'}
+    same = comparison_notes([{'method': 'anyup', **cpu}, {'method': 'bilinear', **cpu}], None)
+    assert same[0] == 'device: cpu (2 threads); memory: CPU peak' and len(same) == 2
+    mixed = comparison_notes([{'method': 'anyup', **gpu}, {'method': 'naf', **cpu}], TINY)
+    assert mixed[:2] == [
+        'anyup ran on cuda (H200); memory: CUDA peak',
+        'naf ran on cpu (2 threads); memory: CPU peak',
+    ]
+    assert mixed[-1].startswith('DEMO: generated data (2 train / 2 test images, 56 px, 3 epochs)')
