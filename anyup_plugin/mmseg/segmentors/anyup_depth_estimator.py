@@ -17,8 +17,9 @@ class AnyUpDepthEstimator(AnyUpEncoderDecoder, DepthEstimator):
 
     Everything is MMSeg's ``DepthEstimator`` (losses from the decode head, whole/slide
     inference, ``pred_depth_map`` resized to ``ori_shape``) except feature extraction, which
-    is ``AnyUpEncoderDecoder``'s: the neck (``AnyUpNeck``, ``BilinearNeck``) gets the input
-    image, converted once to ImageNet normalisation from the data preprocessor's statistics.
+    is ``AnyUpEncoderDecoder``'s: the neck (``UpsamplerNeck``, ``AnyUpNeck``, ...) gets the
+    input image, converted once to ImageNet normalisation from the data preprocessor's
+    statistics.
     ``DepthEstimator`` calls ``extract_feat(inputs, batch_img_metas)``; the metas are only used
     there for class-embedding backbones, which this project has none of.
 

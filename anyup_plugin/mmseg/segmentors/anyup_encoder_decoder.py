@@ -24,11 +24,11 @@ class AnyUpEncoderDecoder(EncoderDecoder):
     each window is its own guidance) and outputs. Two things change:
 
     * :meth:`extract_feat` calls ``neck(features, image)`` for necks that declare
-      ``takes_image = True`` (``AnyUpNeck``, ``BilinearNeck``), ``neck(features)`` for any
-      other neck. A list of necks in the config (``neck=[dict(type='AnyUpNeck', ...),
-      dict(type='FPN', ...)]``, which MMEngine builds into a ``Sequential``) runs in order,
-      each image-guided neck of it getting the image: AnyUp can refine a backbone's maps
-      before a config's own neck;
+      ``takes_image = True`` (``UpsamplerNeck`` with any method, ``AnyUpNeck``,
+      ``BilinearNeck``), ``neck(features)`` for any other neck. A list of necks in the
+      config (``neck=[dict(type='AnyUpNeck', ...), dict(type='FPN', ...)]``, which MMEngine
+      builds into a ``Sequential``) runs in order, each image-guided neck of it getting the
+      image: AnyUp can refine a backbone's maps before a config's own neck;
     * the input is converted to ImageNet normalisation once per forward, from the data
       preprocessor's mean/std, and that image goes to every module that takes ImageNet input
       (those with ``set_input_normalization``: the timm backbone and the necks), unless their
