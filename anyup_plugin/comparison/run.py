@@ -85,6 +85,7 @@ class ComparisonOutputs:
         markdown: The Markdown table.
         csv: The CSV table.
         figure: The PNG figure (``None`` when no method had figure samples).
+        work_dirs: Method -> its work dir (checkpoints, logs, ``results.json``).
     """
 
     results: list[dict[str, Any]]
@@ -100,6 +101,10 @@ def set_epochs(cfg, epochs: int) -> None:
     The segmentation probes' per-epoch cosine ends at the last epoch; the NYU probes' warm-up
     is kept to whole epochs, at most half of the run (none in a one-epoch run, where it could
     round to zero iterations), and their cosine follows it to the end.
+
+    Args:
+        cfg: An MMEngine config of this project's probes (changed in place).
+        epochs: The new number of epochs.
     """
     cfg.train_cfg.max_epochs = epochs
     warmup = 0
@@ -126,6 +131,8 @@ def _loaders(cfg) -> list:
 
 def _shrink_for_demo(cfg, benchmark: Benchmark, demo: DemoSettings, data_root: str) -> None:
     """Demo sizes: input side, epochs, no workers, the generated data, optional shallow ViT."""
+    # Segmentation crops the resized image; NYU crops the frame, then resizes the crop.
+    crop = demo.image_size if benchmark.task == 'segmentation' else _nyu_frame(demo)[0]
     for loader in _loaders(cfg):
         loader.num_workers = 0
         loader.persistent_workers = False
@@ -134,14 +141,7 @@ def _shrink_for_demo(cfg, benchmark: Benchmark, demo: DemoSettings, data_root: s
             if step['type'] in ('ResizeShortSide', 'NYUResize', 'NYURandomResizedCrop'):
                 step['size'] = demo.image_size
             elif step['type'] == 'SegCenterCrop':
-                # Segmentation crops the resized image; NYU crops the frame before resizing.
-                step['size'] = demo.image_size if benchmark.task == 'segmentation' else None
-    if benchmark.task != 'segmentation':
-        frame = _nyu_frame(demo)
-        for loader in _loaders(cfg):
-            for step in loader.dataset.pipeline:
-                if step['type'] == 'SegCenterCrop':
-                    step['size'] = frame[0]
+                step['size'] = crop
     set_epochs(cfg, demo.epochs)
     # No validation while training: the test pass after it gives the numbers.
     cfg.train_cfg.val_begin = demo.epochs + 1
