@@ -29,6 +29,7 @@ from anyup_plugin.comparison import (
     parse_checkpoints,
     run_comparison,
 )
+from anyup_plugin.core.methods.registry import METHOD_ALIASES, METHOD_CLASSES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,8 +42,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         '--methods',
         required=True,
-        help='comma-separated: anyup, bilinear, bicubic, guided_filter, joint_bilateral, '
-        'featup (jbu), jafar, loftup, naf',
+        help='comma-separated, of: '
+        + ', '.join(['anyup', 'bilinear', *METHOD_CLASSES])
+        + ' (aliases: '
+        + ', '.join(f'{a}={k}' for a, k in METHOD_ALIASES.items())
+        + ')',
     )
     parser.add_argument('--out', required=True, help='folder for the tables and the figure')
     parser.add_argument(
