@@ -206,7 +206,8 @@ class FeatureUpsampler(nn.Module):
     (:meth:`~anyup_plugin.core.methods.UpsamplingMethod.check_features`).
 
     AnyUp upsamples all maps of a call at once (its image encoders run once); the other
-    methods run once per map. AnyUp lives in the submodule ``anyup`` (the key prefix of
+    methods run once per map (one that makes a size of its own, FeatUp's JBU, is resized
+    bilinearly to the size asked for). AnyUp lives in the submodule ``anyup`` (the key prefix of
     existing checkpoints), the other methods in ``method_module``; a plain state dict of the
     method (without the prefix) loads too.
 
@@ -342,7 +343,23 @@ class FeatureUpsampler(nn.Module):
         if self.anyup is not None:
             # One call: the image, query and key encoders run once for all maps.
             return self.anyup(image, maps, output_size=sizes)
-        return [self.method_module(image, f, tuple(s)) for f, s in zip(maps, sizes)]
+        return [self._run_method(image, f, tuple(s)) for f, s in zip(maps, sizes)]
+
+    def _run_method(self, image: Tensor | None, features: Tensor, size: Size) -> Tensor:
+        """One map through the registered method, at ``size``.
+
+        A method that makes one size of its own declares ``output_size_for(feature_size)``
+        (FeatUp's JBU: 16 times the map); it runs at that size and its result is resized
+        bilinearly to ``size``, as FeatUp's own code does.
+        """
+        own_size = getattr(self.method_module, 'output_size_for', None)
+        if own_size is None:
+            return self.method_module(image, features, size)
+        produced = tuple(int(s) for s in own_size(tuple(features.shape[-2:])))
+        out = self.method_module(image, features, produced)
+        if produced == tuple(size):
+            return out
+        return F.interpolate(out, size=size, mode='bilinear', align_corners=False)
 
     def _bilinear(self, features: Tensor, size: Size) -> Tensor:
         if tuple(features.shape[-2:]) == tuple(size):

@@ -289,3 +289,40 @@ def test_the_classical_methods_run_through_the_upsampler():
     torch.testing.assert_close(bicubic(None, feats, (28, 35)), expected)
     with pytest.raises(ValueError, match='has no weights'):
         FeatureUpsampler('bicubic', checkpoint='weights.pth')
+
+
+class _Doubler(UpsamplingMethod):
+    """Makes exactly twice the map's size (as FeatUp's JBU makes 16 times): nearest, x 3."""
+
+    name = 'test_doubler'
+    uses_image = False
+
+    @staticmethod
+    def output_size_for(feature_size):
+        return 2 * feature_size[0], 2 * feature_size[1]
+
+    def forward(self, image, features, output_size):
+        assert tuple(output_size) == self.output_size_for(features.shape[-2:])
+        return 3 * F.interpolate(features, scale_factor=2, mode='nearest')
+
+
+def test_a_method_of_one_output_size_is_resized_to_the_size_asked_for(monkeypatch):
+    monkeypatch.setitem(METHOD_CLASSES, 'test_doubler', _Doubler)
+    _, feats = _inputs()  # 2 x 3 maps
+    up = FeatureUpsampler('test_doubler')
+    doubled = 3 * F.interpolate(feats, scale_factor=2, mode='nearest')
+    torch.testing.assert_close(up(None, feats, (4, 6)), doubled)  # its own size: as it is
+    expected = F.interpolate(doubled, size=(5, 7), mode='bilinear', align_corners=False)
+    torch.testing.assert_close(up(None, feats, (5, 7)), expected)
+
+
+def test_featup_runs_at_its_16x_and_is_resized():
+    from anyup_plugin.core.methods.featup import FeatUpJBU
+
+    torch.manual_seed(0)
+    image, feats = torch.randn(1, 3, 56, 70), torch.randn(1, 384, 4, 5)
+    up = FeatureUpsampler('jbu')
+    with torch.no_grad():
+        own = up.method_module(image, feats, FeatUpJBU.output_size_for((4, 5)))
+    expected = F.interpolate(own, size=(28, 35), mode='bilinear', align_corners=False)
+    torch.testing.assert_close(up(image, feats, (28, 35)), expected)
