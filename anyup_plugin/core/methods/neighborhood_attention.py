@@ -19,9 +19,11 @@ brute force.
 Keys and values may live on a coarser grid than the queries: ``key_rows``/``key_cols`` map each
 query-grid row/column to the key-map row/column that holds its key (NAF's keys are the
 nearest-exact upsampling of a low-resolution map, so they are read where they are stored
-instead of being upsampled). Per chunk the scores are one batched product of the queries
-with the key-map rows their windows touch, then gathered to the window, which keeps the
-memory per query at ``heads * kernel_size * (key columns touched)`` numbers.
+instead of being upsampled). Queries go in rectangular steps about one dilated window wide;
+per step the scores are one batched product of the queries with the key-map rows and columns
+their windows touch (about twice a window's columns), then gathered to the window, and the
+softmax weights go back through one product with the values: memory per query is about
+``heads * kernel_size * 2 * kernel_size`` numbers, and the work a small multiple of NATTEN's.
 """
 
 from __future__ import annotations
@@ -162,7 +164,9 @@ def neighborhood_attention_2d(
     value = value.permute(0, 1, 3, 4, 2)  # (B, n, Hk, Wk, Dv)
     dv = value.shape[-1]
     out = query.new_empty(b, heads, dv, h, w)
-    cols_per_step = min(w, max(1, max_query_chunk // b))
+    # Steps about one dilated window wide: the key columns a step touches (its span) stay near
+    # twice the window's, instead of the whole key map's width for whole rows.
+    cols_per_step = min(w, max(1, max_query_chunk // b), kw * dw)
     rows_per_step = max(1, max_query_chunk // (b * cols_per_step))
     for c0 in range(0, w, cols_per_step):
         c1 = min(w, c0 + cols_per_step)
