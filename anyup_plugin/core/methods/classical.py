@@ -91,13 +91,20 @@ def resize_guide(image: Tensor, size: Size) -> Tensor:
 
 
 def _box_sum(x: Tensor, radius: int, dim: int) -> Tensor:
-    """Sums over ``[i - radius, i + radius]`` along ``dim`` (-2 or -1), clipped to the map,
-    from one cumulative sum (O(1) per element whatever the radius): zeros padded on both
-    sides stand for the pixels off the map, one more in front makes the sum start at 0."""
+    """Sums over ``[i - radius, i + radius]`` along ``dim``, clipped to the map, from one
+    cumulative sum ``c`` (O(1) per element whatever the radius): ``c[min(i + r, n - 1)]``
+    less ``c[i - r - 1]`` where that index is on the map."""
     n = x.shape[dim]
-    pad = (radius + 1, radius) if dim == -1 else (0, 0, radius + 1, radius)
-    cumulative = F.pad(x, pad).cumsum(dim)
-    return cumulative.narrow(dim, 2 * radius + 1, n) - cumulative.narrow(dim, 0, n)
+    cumulative = x.cumsum(dim)
+    out = torch.empty_like(x)
+    inner = max(0, n - radius)  # the windows that end inside the map
+    if inner:
+        out.narrow(dim, 0, inner).copy_(cumulative.narrow(dim, radius, inner))
+    out.narrow(dim, inner, n - inner).copy_(cumulative.narrow(dim, n - 1, 1))
+    started = n - radius - 1  # the windows that start after the first pixel
+    if started > 0:
+        out.narrow(dim, radius + 1, started).sub_(cumulative.narrow(dim, 0, started))
+    return out
 
 
 def _window_counts(n: int, radius: int, device: torch.device, dtype: torch.dtype) -> Tensor:
@@ -260,12 +267,25 @@ class GuidedFilterUpsampler(_Weightless):
             mean_p = box_mean(p, r)  # (B, c', H', W')
             # Cov(I_j, p) for each guide channel j: (B, k, c', H', W').
             cov_ip = box_mean(guide[:, :, None] * p[:, None], r)
-            cov_ip -= mean_guide[:, :, None] * mean_p[:, None]
-            a = torch.einsum('bijhw,bjchw->bichw', inverse, cov_ip)
+            del p
+            for j in range(k):
+                cov_ip[:, j].addcmul_(mean_guide[:, j, None], mean_p, value=-1)
+            # a_i = sum_j inverse_ij Cov(I_j, p), one multiply-add at a time (einsum would
+            # reorder the maps into small matrix products, several times slower).
+            a = torch.empty_like(cov_ip)
+            for i in range(k):
+                torch.mul(cov_ip[:, 0], inverse[:, i, 0, None], out=a[:, i])
+                for j in range(1, k):
+                    a[:, i].addcmul_(cov_ip[:, j], inverse[:, i, j, None])
             del cov_ip
-            intercept = mean_p - (a * mean_guide[:, :, None]).sum(1)
-            q = (box_mean(a, r) * guide[:, :, None]).sum(1)
-            q += box_mean(intercept, r)
+            intercept = mean_p  # b = mean(p) - a . mean(I), in place
+            for i in range(k):
+                intercept.addcmul_(a[:, i], mean_guide[:, i, None], value=-1)
+            mean_a = box_mean(a, r)
+            del a
+            q = box_mean(intercept, r)
+            for i in range(k):
+                q.addcmul_(mean_a[:, i], guide[:, i, None])
             out[:, start : start + chunk] = q
         out += offset
         return out.to(features.dtype)

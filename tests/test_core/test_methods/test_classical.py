@@ -146,7 +146,7 @@ def test_bicubic_keeps_its_overshoot():
 
 def test_box_mean_divides_each_window_by_the_pixels_it_holds():
     x = torch.randn(2, 3, 6, 7, dtype=torch.float64)
-    for r in (0, 1, 2, 9):
+    for r in (0, 1, 2, 5, 6, 9):  # windows inside, up to and past both borders
         torch.testing.assert_close(box_mean(x, r), _box_mean_loop(x, r), rtol=0, atol=1e-12)
 
 
