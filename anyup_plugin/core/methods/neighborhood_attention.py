@@ -190,7 +190,7 @@ def neighborhood_attention_2d(
             weights = logits.flatten(-2).softmax(-1).view_as(logits)
             # Back onto the step's key columns (adding, as a column can repeat in a window
             # when keys are copies), so that the values enter through one batched product.
-            dense = torch.zeros_like(scores).scatter_add_(-1, index, weights)
+            dense = torch.zeros_like(scores, dtype=weights.dtype).scatter_add_(-1, index, weights)
             v = value_span[:, :, window_rows].view(-1, kh * span, dv)
             step = torch.bmm(dense.view(-1, nc, kh * span), v).view(b, heads, nr, nc, dv)
             out[..., r0:r1, c0:c1] = step.permute(0, 1, 4, 2, 3)

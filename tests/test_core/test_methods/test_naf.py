@@ -320,3 +320,16 @@ def test_output_the_window_does_not_fit_names_the_sizes_it_can_make():
 def test_image_is_required():
     with pytest.raises(ValueError, match='needs the image'):
         NAF()(None, torch.zeros(1, 4, 9, 9), (18, 18))
+
+
+def test_runs_under_autocast():
+    # Softmax weights in float32 next to bfloat16 scores must not break the scatter.
+    model = _model(6)
+    image, features = torch.randn(1, 3, 36, 40), torch.randn(1, 8, 9, 10)
+    with torch.no_grad():
+        expected = model(image, features, (18, 20))
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            out = model(image, features, (18, 20))
+    # bfloat16 keeps 8 bits: close, not exact (an unrelated map would be about 1.4 off).
+    assert out.dtype == torch.bfloat16
+    assert golden_errors(out.float(), expected)['relative_frobenius'] < 0.2
