@@ -19,7 +19,6 @@ queries (``max_query_chunk``), reading the keys and values on their own low-reso
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 from typing import Any
@@ -37,8 +36,6 @@ from .neighborhood_attention import (
 )
 
 __all__ = ['NAF']
-
-logger = logging.getLogger(__name__)
 
 Size = tuple[int, int]
 
@@ -171,8 +168,9 @@ class NAF(UpsamplingMethod):
 
     Encoder-agnostic: any channel count divisible by ``heads_attn`` and any patch size. The
     output must be at least the feature size on each axis, and at least ``kernel_size`` times
-    ``output // features`` (NATTEN's window must fit), which holds for integer factors when
-    the features have at least ``kernel_size`` cells per side.
+    ``output // features`` (NATTEN's window must fit): any output at least the feature size
+    when the features have at least ``kernel_size`` cells per side, some sizes otherwise
+    (:meth:`check_output_size` names them).
 
     Args:
         dim: Channels of the image encoding (queries and keys).
