@@ -158,9 +158,14 @@ class _ImageEncoder(nn.Module):
             # The published bound, each side capped by 4x both output sides.
             size = (min(h, 4 * oh, 4 * ow), min(w, 4 * ow, 4 * oh))
             image = F.interpolate(image, size=size, mode='bilinear', align_corners=False)
-        x = torch.cat([self.encoder(image), self.sem_encoder(image)], dim=1)
-        x = F.adaptive_avg_pool2d(x, output_size)
-        return self.rope(x)
+        # Pooling is per channel, so each branch is pooled before the concatenation (the same
+        # numbers): the image-size maps of the two branches are never held together.
+        pooled = [F.adaptive_avg_pool2d(branch(image), output_size) for branch in self.branches()]
+        return self.rope(torch.cat(pooled, dim=1))
+
+    def branches(self) -> tuple[nn.Module, nn.Module]:
+        """The two encoders, in the published concatenation order."""
+        return self.encoder, self.sem_encoder
 
 
 class NAF(UpsamplingMethod):
