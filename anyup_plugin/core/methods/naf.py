@@ -89,7 +89,10 @@ class NAFRoPE(nn.Module):
         heads: RoPE heads.
         base: ``periods = base ** (2 * arange(D / 4) / (D / 2))``.
         rescale_coords: In training only, coordinates are scaled by one log-uniform factor in
-            [1 / rescale_coords, rescale_coords] per call (``None``: never).
+            [1 / rescale_coords, rescale_coords] per call (``None``: never). The published
+            code draws it once per map size and keeps it in its coordinate cache, in
+            evaluation too; here evaluation never rescales (the published behaviour of a model
+            that has not been trained at that size, as the released one is loaded).
     """
 
     def __init__(
