@@ -177,7 +177,7 @@ class GuidedFilterUpsampler(_Weightless):
 
     Defaults:
         ``eps``: He et al. use eps = 0.1^2 to 0.4^2 for [0, 1] images; 0.1^2 (edges of about
-        a tenth of the intensity range and more are kept, the weakest of their settings, since
+        a tenth of the intensity range and more are kept, the least smoothing of them, since
         the point here is to snap blurred feature edges to image edges) is
         (0.1 / 0.226)^2 ~= 0.196 in ImageNet-normalised units. The NAF repository's classical
         baselines (``config/model/jbf.yaml``: kornia's joint bilateral filter, sigma_color
@@ -257,7 +257,7 @@ class GuidedFilterUpsampler(_Weightless):
         b, c = low.shape[:2]
         out = torch.empty((b, c, *size), dtype=dtype, device=features.device)
         # A box mean of the k products per channel holds about four copies of them at once
-        # (products, cumulative sums, two gathers), beside p, its mean and the intercepts.
+        # (products, cumulative sums, sums, means), beside p, its mean and the intercepts.
         per_channel = (5 * k + 6) * b * size[0] * size[1]
         chunk = max(1, _CHUNK_ELEMENTS // per_channel)
         for start in range(0, c, chunk):
@@ -265,27 +265,28 @@ class GuidedFilterUpsampler(_Weightless):
                 low[:, start : start + chunk], size=size, mode='bilinear', align_corners=False
             )
             mean_p = box_mean(p, r)  # (B, c', H', W')
-            # Cov(I_j, p) for each guide channel j: (B, k, c', H', W').
-            cov_ip = box_mean(guide[:, :, None] * p[:, None], r)
+            # Window sums of I_j p for each guide channel j: (B, k, c', H', W').
+            mean_ip = box_mean(guide[:, :, None] * p[:, None], r)
             del p
-            for j in range(k):
-                cov_ip[:, j].addcmul_(mean_guide[:, j, None], mean_p, value=-1)
-            # a_i = sum_j inverse_ij Cov(I_j, p), one multiply-add at a time (einsum would
-            # reorder the maps into small matrix products, several times slower).
-            a = torch.empty_like(cov_ip)
+            # Cov(I_j, p), then a_i = sum_j inverse_ij Cov(I_j, p), b = mean(p) - a . mean(I),
+            # as fused multiply-adds (einsum would reorder the maps into small matrix products,
+            # several times slower; out-of-place, so autograd can differentiate them).
+            cov_ip = [
+                torch.addcmul(mean_ip[:, j], mean_guide[:, j, None], mean_p, value=-1)
+                for j in range(k)
+            ]
+            del mean_ip
+            intercept = mean_p
+            q = None
             for i in range(k):
-                torch.mul(cov_ip[:, 0], inverse[:, i, 0, None], out=a[:, i])
+                a_i = cov_ip[0] * inverse[:, i, 0, None]
                 for j in range(1, k):
-                    a[:, i].addcmul_(cov_ip[:, j], inverse[:, i, j, None])
+                    a_i = torch.addcmul(a_i, cov_ip[j], inverse[:, i, j, None])
+                intercept = torch.addcmul(intercept, a_i, mean_guide[:, i, None], value=-1)
+                term = box_mean(a_i, r) * guide[:, i, None]
+                q = term if q is None else q + term
             del cov_ip
-            intercept = mean_p  # b = mean(p) - a . mean(I), in place
-            for i in range(k):
-                intercept.addcmul_(a[:, i], mean_guide[:, i, None], value=-1)
-            mean_a = box_mean(a, r)
-            del a
-            q = box_mean(intercept, r)
-            for i in range(k):
-                q.addcmul_(mean_a[:, i], guide[:, i, None])
+            q = q + box_mean(intercept, r)
             out[:, start : start + chunk] = q
         out += offset
         return out.to(features.dtype)

@@ -334,3 +334,19 @@ def test_joint_bilateral_refuses_bad_hyper_parameters():
         JointBilateralUpsampler(radius=1.5)
     with pytest.raises(ValueError, match='must be positive'):
         JointBilateralUpsampler(sigma_range=0)
+
+
+@pytest.mark.parametrize(
+    'method',
+    [
+        BicubicUpsampler(),
+        GuidedFilterUpsampler(guide='color'),
+        GuidedFilterUpsampler(guide='gray'),
+        JointBilateralUpsampler(),
+    ],  # fmt: skip
+    ids=['bicubic', 'guided_filter_color', 'guided_filter_gray', 'joint_bilateral'],
+)
+def test_gradients_reach_the_features(method):
+    image, features = _inputs(b=1, c=2, h=3, w=3, image_size=(12, 12))
+    features.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda f: method(image, f, (10, 11)), (features,))
