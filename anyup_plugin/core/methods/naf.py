@@ -350,6 +350,8 @@ def _infer_config(state: dict[str, Any], path: str | os.PathLike) -> dict[str, A
         state.get('image_encoder.rope.periods'),
     )
     if not isinstance(stem, Tensor) or not isinstance(periods, Tensor):
+        if any(isinstance(state.get(k), Tensor) for k in NAF.checkpoint_keys_hint):
+            return {}  # NAF's keys with some missing: the mismatch check names them
         raise CheckpointMismatchError(
             f'checkpoint {os.fspath(path)!r} is not a NAF checkpoint: {_describe_other(state)}. '
             f'Expected NAF keys such as {", ".join(NAF.checkpoint_keys_hint)} (the published '
@@ -371,12 +373,31 @@ def _infer_config(state: dict[str, Any], path: str | os.PathLike) -> dict[str, A
 
 
 def _describe_other(state: dict[str, Any]) -> str:
-    """What a state dict that is not NAF's holds: AnyUp, another method, or a few keys."""
+    """What a state dict that is not NAF's holds: AnyUp, another method, or a few keys.
+
+    A training checkpoint (``{'state_dict': ...}``, as FeatUp releases its weights) is
+    described by what its ``state_dict`` holds.
+    """
+    inner = state.get('state_dict')
+    if isinstance(inner, dict):
+        held = _identify(inner, wrapped=True)
+        return (
+            held or "this holds a training checkpoint ({'state_dict': ...}), not released weights"
+        )
+    shown = ', '.join(str(k) for k in list(state)[:5]) or 'none'
+    return _identify(state) or f'this holds {len(state)} entries, e.g. {shown}'
+
+
+def _identify(state: dict[str, Any], wrapped: bool = False) -> str | None:
+    """Names the model whose weights ``state`` holds, if its keys say so."""
     from .registry import METHOD_CLASSES, method_class
 
     def has(hints: tuple[str, ...]) -> bool:
         # Bare or under a prefix ('model.', 'upsampler.'), as training checkpoints store them.
-        return bool(hints) and all(any(k == h or k.endswith('.' + h) for k in state) for h in hints)
+        return bool(hints) and all(
+            any(isinstance(k, str) and (k == h or k.endswith('.' + h)) for k in state)
+            for h in hints
+        )
 
     if has(_ANYUP_KEYS):
         return 'this holds an AnyUp checkpoint (load it with AnyUp.from_pretrained)'
@@ -389,14 +410,15 @@ def _describe_other(state: dict[str, Any]) -> str:
             continue
         if has(tuple(other.checkpoint_keys_hint)):
             return f"this holds a {other.__name__} checkpoint (method '{name}')"
-    stem = NAF.checkpoint_keys_hint[0]
-    prefixed = [k for k in state if k.endswith('.' + stem)]
-    if prefixed and has(NAF.checkpoint_keys_hint):
-        return (
-            f'this holds NAF weights under the prefix {prefixed[0][: -len(stem)]!r}, not the '
-            'published plain state dict (strip the prefix from every key)'
-        )
-    if isinstance(state.get('state_dict'), dict):
-        return "this holds a training checkpoint ({'state_dict': ...}), not released weights"
-    shown = ', '.join(str(k) for k in list(state)[:5]) or 'none'
-    return f'this holds {len(state)} entries, e.g. {shown}'
+    if has(NAF.checkpoint_keys_hint):
+        stem = NAF.checkpoint_keys_hint[0]
+        key = next(k for k in state if isinstance(k, str) and k.endswith(stem))
+        prefix = key[: -len(stem)]
+        where = ["inside {'state_dict': ...}"] if wrapped else []
+        where += [f'under the prefix {prefix!r}'] if prefix else []
+        if where:
+            return (
+                f'this holds NAF weights {" and ".join(where)}, not the published plain state '
+                'dict (save the NAF keys alone, without prefix)'
+            )
+    return None

@@ -16,7 +16,7 @@ from anyup_plugin.core.methods.neighborhood_attention import (
     neighborhood_attention_2d,
     neighborhood_window,
 )
-from anyup_plugin.core.methods.registry import METHOD_CLASSES
+from anyup_plugin.core.methods.registry import METHOD_CLASSES, method_class
 from anyup_plugin.testing.golden import GOLDEN_TOLERANCE, golden_errors, perturbed_state_dict
 
 GOLDEN = Path(__file__).parents[2] / 'data' / 'golden' / 'naf' / 'naf.pt'
@@ -271,19 +271,34 @@ def test_prefixed_or_wrapped_naf_weights_are_explained(tmp_path):
     with pytest.raises(CheckpointMismatchError, match="prefix 'model.'"):
         NAF.from_checkpoint(tmp_path / 'prefixed.pth')
     torch.save({'state_dict': state, 'epoch': 3}, tmp_path / 'training.ckpt')
-    with pytest.raises(CheckpointMismatchError, match='training checkpoint'):
+    with pytest.raises(CheckpointMismatchError, match="NAF weights inside {'state_dict'"):
         NAF.from_checkpoint(tmp_path / 'training.ckpt')
+    torch.save({'state_dict': {'w': torch.zeros(1)}}, tmp_path / 'other.ckpt')
+    with pytest.raises(CheckpointMismatchError, match='training checkpoint'):
+        NAF.from_checkpoint(tmp_path / 'other.ckpt')
+
+
+@pytest.mark.parametrize('method', ['jafar', 'loftup', 'featup'])
+def test_checkpoints_of_the_other_published_methods_are_named(tmp_path, method):
+    other = method_class(method)
+    state = {key: torch.zeros(2) for key in other.checkpoint_keys_hint}
+    for name, saved in (('plain.pth', state), ('wrapped.ckpt', {'state_dict': state})):
+        torch.save(saved, tmp_path / name)
+        with pytest.raises(CheckpointMismatchError, match=f'holds a {other.__name__} checkpoint'):
+            NAF.from_checkpoint(tmp_path / name)
 
 
 def test_extra_or_missing_keys_are_named(tmp_path):
     state = NAF().state_dict()
     state['image_encoder.extra.weight'] = torch.zeros(3)
     del state['image_encoder.sem_encoder.2.conv1.bias']
+    del state['image_encoder.encoder.0.weight']  # the key the channel count is read from
     torch.save(state, tmp_path / 'edited.pth')
     with pytest.raises(CheckpointMismatchError) as info:
         NAF.from_checkpoint(tmp_path / 'edited.pth')
     assert 'image_encoder.extra.weight' in str(info.value)
     assert 'image_encoder.sem_encoder.2.conv1.bias' in str(info.value)
+    assert 'image_encoder.encoder.0.weight' in str(info.value)
 
 
 # --- Inputs NAF cannot take --------------------------------------------------------------------
