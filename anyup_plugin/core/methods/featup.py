@@ -36,6 +36,7 @@ from anyup_plugin.core.checkpoints import (
 
 from .adaptive_conv import adaptive_conv
 from .base import Size, UpsamplingMethod
+from .registry import describe_checkpoint, locate_keys
 
 __all__ = [
     'CHECKPOINT_PREFIX',
@@ -89,10 +90,6 @@ _VALID_CHECKPOINT = (
     "one of FeatUp's released <backbone>_jbu_stack_cocostuff.ckpt files (a PyTorch Lightning "
     "checkpoint holding the upsampler under 'state_dict' with the prefix 'upsampler.')"
 )
-
-# AnyUp's own checkpoints are not an UpsamplingMethod's; these keys identify them (see
-# anyup_plugin.core.hub, which reads the same keys for their shapes).
-_ANYUP_KEYS = ('image_encoder.0.weight', 'key_features_encoder.0.basis')
 
 
 class LearnedRangeJBU(nn.Module):
@@ -385,32 +382,16 @@ def _published_backbone(path: str) -> str | None:
     return None
 
 
-def _has_keys(state: Mapping[str, Any], hints: tuple[str, ...]) -> bool:
-    """Whether every hint is a key of ``state``, bare or under a prefix."""
-    keys = [k for k in state if isinstance(k, str)]
-    return bool(hints) and all(any(k == h or k.endswith('.' + h) for k in keys) for h in hints)
-
-
 def _what_it_holds(state: Mapping[str, Any]) -> str:
-    """Names the method whose checkpoint ``state`` is, else shows a few of its keys."""
-    from .registry import METHOD_CLASSES, method_class
-
-    if _has_keys(state, _ANYUP_KEYS):
-        return 'this holds an AnyUp checkpoint (load it with AnyUp.from_pretrained)'
-    for key in METHOD_CLASSES:
-        if key == FeatUpJBU.name:
-            continue
-        try:
-            other = method_class(key)
-        except (ImportError, AttributeError):
-            continue  # a method not importable here cannot be what the file holds
-        if _has_keys(state, tuple(other.checkpoint_keys_hint)):
-            return f"this holds a {other.__name__} checkpoint (method '{key}')"
-    if _has_keys(state, tuple(k[len(CHECKPOINT_PREFIX) :] for k in FeatUpJBU.checkpoint_keys_hint)):
+    """What ``state`` holds: FeatUp JBU weights without the published prefix, or see
+    :func:`~.registry.describe_checkpoint`.
+    """
+    bare = tuple(k[len(CHECKPOINT_PREFIX) :] for k in FeatUpJBU.checkpoint_keys_hint)
+    where = locate_keys(state, bare)
+    if where is not None and not where[1].endswith(CHECKPOINT_PREFIX):
         return (
             f'this holds FeatUp JBU weights without the {CHECKPOINT_PREFIX!r} prefix of the '
             f"published files (save them as {{'state_dict': {{'{CHECKPOINT_PREFIX}' + key: "
-            'value}}})'
+            'value}})'
         )
-    keys = [str(k) for k in list(state)[:5]]
-    return f'it holds {len(state)} key(s) ({", ".join(keys)}{", ..." if len(state) > 5 else ""})'
+    return describe_checkpoint(state, FeatUpJBU.name)

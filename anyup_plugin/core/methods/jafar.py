@@ -39,7 +39,7 @@ from ...constants import IMAGENET_MEAN, IMAGENET_STD
 from ..checkpoints import CheckpointMismatchError, check_state_dict_fits, read_checkpoint
 from .base import Size, UpsamplingMethod
 from .jafar_layers import CrossAttentionBlock, RoPE2d, SFTModulation, make_encoder
-from .registry import METHOD_CLASSES, method_class
+from .registry import describe_checkpoint
 
 __all__ = ['JAFAR', 'JAFAR_WEIGHTS_URL']
 
@@ -210,8 +210,9 @@ class JAFAR(UpsamplingMethod):
         found = _hyper_parameters(state)
         if not found:
             raise CheckpointMismatchError(
-                f'checkpoint {name!r} is not a JAFAR checkpoint: {_describe(state)}. Expected '
-                f'the keys {", ".join(cls.checkpoint_keys_hint)}, ... of a JAFAR checkpoint.'
+                f'checkpoint {name!r} is not a JAFAR checkpoint: '
+                f'{describe_checkpoint(state, cls.name)}. Expected the keys '
+                f'{", ".join(cls.checkpoint_keys_hint)}, ... of a JAFAR checkpoint.'
             )
         contradicted = {
             k: (kwargs[k], v) for k, v in found.items() if k in kwargs and kwargs[k] != v
@@ -281,32 +282,3 @@ def _hyper_parameters(state: Mapping[str, Any]) -> dict[str, int]:
 
 def _as_kwargs(values: Mapping[str, Any]) -> str:
     return ', '.join(f'{k}={v}' for k, v in values.items())
-
-
-def _describe(state: Mapping[str, Any]) -> str:
-    """What a state dict that is not JAFAR's holds, by the methods' key hints.
-
-    Looks at the mapping and at the mappings it holds (a training checkpoint's entries).
-    """
-    levels = [state, *(v for v in state.values() if isinstance(v, Mapping))]
-    for level in levels:
-        keys = [k for k in level if isinstance(k, str)]
-        stem = JAFAR.checkpoint_keys_hint[0]
-        prefixed = [k for k in keys if k.endswith('.' + stem)]
-        if prefixed:
-            return (
-                f'this holds JAFAR weights under the prefix {prefixed[0][: -len(stem)]!r} '
-                '(strip it from every key)'
-            )
-        for other in METHOD_CLASSES:
-            if other == JAFAR.name:
-                continue
-            try:
-                hint = method_class(other).checkpoint_keys_hint
-            except Exception:  # a method module that fails to import tells nothing about the file
-                continue
-            if hint and all(k in level for k in hint):
-                return f'this holds a {other!r} checkpoint'
-    keys = [str(k) for k in list(state)[:5]]
-    more = ', ...' if len(state) > 5 else ''
-    return f'its {len(state)} entries ({", ".join(keys)}{more}) are not those of any known method'

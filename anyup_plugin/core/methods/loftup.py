@@ -31,7 +31,7 @@ from ..checkpoints import (
 )
 from .base import Size, UpsamplingMethod
 from .loftup_layers import ChannelNorm, LoftUpNetwork, fourier_dtype
-from .registry import METHOD_CLASSES, method_class
+from .registry import describe_checkpoint, locate_keys
 
 __all__ = ['LOFTUP_RELEASES', 'LoftUp']
 
@@ -60,8 +60,6 @@ _VALID = (
     "a state dict saved by torch.save with keys 'upsampler.*' and 'channelnorm.norm.*' "
     '(the released pytorch_model.bin)'
 )
-# Keys of an AnyUp checkpoint (FeatureUpsampler's own method, not in the registry).
-_ANYUP_KEYS = ('image_encoder.0.weight', 'key_features_encoder.0.basis')
 _LAYER_KEY = re.compile(r'^upsampler\.ca_transformer\.layers\.(\d+)\.')
 
 
@@ -204,9 +202,9 @@ class LoftUp(UpsamplingMethod):
         mismatch = state_dict_mismatch(state_dict, model.state_dict())
         if mismatch:
             raise CheckpointMismatchError(
-                f'{source} {_describe_foreign(state_dict)}; expected a LoftUp checkpoint for '
-                f'{model.feature_channels}-channel features ({_VALID}). {_WHERE_TO_GET} Details: '
-                + mismatch.describe(source, 'LoftUp')
+                f'{source} cannot be loaded: {_describe_foreign(state_dict)}; expected a LoftUp '
+                f'checkpoint for {model.feature_channels}-channel features ({_VALID}). '
+                f'{_WHERE_TO_GET} Details: ' + mismatch.describe(source, 'LoftUp')
             )
         model.load_state_dict(state_dict, strict=True)
         logger.info('LoftUp: loaded %s', source)
@@ -226,45 +224,23 @@ def _release_name(channels: int) -> str:
     return release[0] if release else 'no released LoftUp checkpoint'
 
 
-def _has_keys(state: Mapping[str, Any], hints: tuple[str, ...]) -> bool:
-    """Whether every hint is a key of ``state``, bare or under a prefix."""
-    keys = [k for k in state if isinstance(k, str)]
-    return bool(hints) and all(any(k == h or k.endswith('.' + h) for k in keys) for h in hints)
-
-
 def _describe_foreign(state_dict: Mapping[str, Any]) -> str:
     """What a checkpoint that does not fit LoftUp holds, as far as its keys tell.
 
-    Looks at the top level and one level down (training checkpoints keep their weights under
-    ``'state_dict'``, JAFAR's under ``'jafar'``).
+    LoftUp's own network in another layout than the released file's is named here; other
+    methods' checkpoints by :func:`~.registry.describe_checkpoint`.
     """
-    levels = [state_dict, *(v for v in state_dict.values() if isinstance(v, Mapping))]
-    network_keys = tuple(k.removeprefix('upsampler.') for k in LoftUp.checkpoint_keys_hint[:2])
-    for state in levels:
-        if _has_keys(state, LoftUp.checkpoint_keys_hint[:2]):
-            return (
-                'holds LoftUp weights in a training checkpoint (not the released '
-                'pytorch_model.bin layout)'
-            )
-        if _has_keys(state, network_keys):
-            return (
-                "holds LoftUp's network alone, without the feature LayerNorm 'channelnorm.norm.*' "
-                '(as Hugging Face model.safetensors files are); use the pytorch_model.bin of the '
-                'same repository'
-            )
-        if _has_keys(state, _ANYUP_KEYS):
-            return 'holds an AnyUp checkpoint (load it with AnyUp.from_pretrained)'
-        for name in METHOD_CLASSES:
-            if name == LoftUp.name:
-                continue
-            try:
-                other = method_class(name)
-            except Exception:
-                # Naming the file's method is a courtesy of an error message: a method whose
-                # module cannot be imported here is skipped rather than raising instead.
-                continue
-            if _has_keys(state, tuple(other.checkpoint_keys_hint)):
-                return f'holds a {other.__name__} checkpoint (method {name!r})'
-    keys = [str(k) for k in list(state_dict)[:5]]
-    more = ', ...' if len(state_dict) > 5 else ''
-    return f'holds {len(state_dict)} key(s) ({", ".join(keys)}{more}), not those of LoftUp'
+    network_keys = LoftUp.checkpoint_keys_hint[:2]
+    if locate_keys(state_dict, network_keys) is not None:
+        return (
+            'this holds LoftUp weights in a training checkpoint (not the released '
+            'pytorch_model.bin layout)'
+        )
+    bare = tuple(k.removeprefix('upsampler.') for k in network_keys)
+    if locate_keys(state_dict, bare) is not None:
+        return (
+            "this holds LoftUp's network alone, without the feature LayerNorm "
+            "'channelnorm.norm.*' (as Hugging Face model.safetensors files are); use the "
+            'pytorch_model.bin of the same repository'
+        )
+    return describe_checkpoint(state_dict, LoftUp.name)

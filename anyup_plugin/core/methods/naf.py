@@ -34,6 +34,7 @@ from .neighborhood_attention import (
     nearest_exact_source,
     neighborhood_attention_2d,
 )
+from .registry import describe_checkpoint
 
 __all__ = ['NAF']
 
@@ -41,9 +42,6 @@ Size = tuple[int, int]
 
 #: The published weights (``hubconf.py`` of github.com/valeoai/NAF).
 NAF_CHECKPOINT_URL = 'https://github.com/valeoai/NAF/releases/download/model/naf_release.pth'
-
-#: Keys that only an AnyUp checkpoint has (its image encoder and key basis).
-_ANYUP_KEYS = ('image_encoder.0.weight', 'key_features_encoder.0.basis')
 
 
 class _EncoderBlock(nn.Module):
@@ -353,7 +351,8 @@ def _infer_config(state: dict[str, Any], path: str | os.PathLike) -> dict[str, A
         if any(isinstance(state.get(k), Tensor) for k in NAF.checkpoint_keys_hint):
             return {}  # NAF's keys with some missing: the mismatch check names them
         raise CheckpointMismatchError(
-            f'checkpoint {os.fspath(path)!r} is not a NAF checkpoint: {_describe_other(state)}. '
+            f'checkpoint {os.fspath(path)!r} is not a NAF checkpoint: '
+            f'{describe_checkpoint(state, NAF.name)}. '
             f'Expected NAF keys such as {", ".join(NAF.checkpoint_keys_hint)} (the published '
             f'{NAF_CHECKPOINT_URL}).'
         )
@@ -370,55 +369,3 @@ def _infer_config(state: dict[str, Any], path: str | os.PathLike) -> dict[str, A
         'heads_rope': dim // (4 * periods.shape[0]),
         'img_layers': len(layers) - 1,
     }
-
-
-def _describe_other(state: dict[str, Any]) -> str:
-    """What a state dict that is not NAF's holds: AnyUp, another method, or a few keys.
-
-    A training checkpoint (``{'state_dict': ...}``, as FeatUp releases its weights) is
-    described by what its ``state_dict`` holds.
-    """
-    inner = state.get('state_dict')
-    if isinstance(inner, dict):
-        held = _identify(inner, wrapped=True)
-        return (
-            held or "this holds a training checkpoint ({'state_dict': ...}), not released weights"
-        )
-    shown = ', '.join(str(k) for k in list(state)[:5]) or 'none'
-    return _identify(state) or f'this holds {len(state)} entries, e.g. {shown}'
-
-
-def _identify(state: dict[str, Any], wrapped: bool = False) -> str | None:
-    """Names the model whose weights ``state`` holds, if its keys say so."""
-    from .registry import METHOD_CLASSES, method_class
-
-    def has(hints: tuple[str, ...]) -> bool:
-        # Bare or under a prefix ('model.', 'upsampler.'), as training checkpoints store them.
-        return bool(hints) and all(
-            any(isinstance(k, str) and (k == h or k.endswith('.' + h)) for k in state)
-            for h in hints
-        )
-
-    if has(_ANYUP_KEYS):
-        return 'this holds an AnyUp checkpoint (load it with AnyUp.from_pretrained)'
-    for name in METHOD_CLASSES:
-        if name == NAF.name:
-            continue
-        try:
-            other = method_class(name)
-        except (ImportError, AttributeError):  # a method not importable here says nothing
-            continue
-        if has(tuple(other.checkpoint_keys_hint)):
-            return f"this holds a {other.__name__} checkpoint (method '{name}')"
-    if has(NAF.checkpoint_keys_hint):
-        stem = NAF.checkpoint_keys_hint[0]
-        key = next(k for k in state if isinstance(k, str) and k.endswith(stem))
-        prefix = key[: -len(stem)]
-        where = ["inside {'state_dict': ...}"] if wrapped else []
-        where += [f'under the prefix {prefix!r}'] if prefix else []
-        if where:
-            return (
-                f'this holds NAF weights {" and ".join(where)}, not the published plain state '
-                'dict (save the NAF keys alone, without prefix)'
-            )
-    return None

@@ -303,12 +303,16 @@ def test_checkpoint_of_another_method_is_named(tmp_path, monkeypatch):
     monkeypatch.setitem(METHOD_CLASSES, 'other', _Other)
     other = {'upsampler.weight': torch.zeros(2, 2), 'upsampler.bias': torch.zeros(2)}
     path = _saved(tmp_path, other)
-    with pytest.raises(CheckpointMismatchError, match="holds a 'other' checkpoint") as info:
+    with pytest.raises(
+        CheckpointMismatchError, match=r"holds a _Other checkpoint \(method 'other'\)"
+    ) as info:
         JAFAR.from_checkpoint(path)
     assert 'not a JAFAR checkpoint' in str(info.value)
     # Inside a training checkpoint too.
     nested = _saved(tmp_path, {'model': other, 'epoch': 3}, 'nested.pth')
-    with pytest.raises(CheckpointMismatchError, match="holds a 'other' checkpoint"):
+    with pytest.raises(
+        CheckpointMismatchError, match=r"holds a _Other checkpoint \(method 'other'\)"
+    ):
         JAFAR.from_checkpoint(nested)
     unknown = _saved(tmp_path, {'something.weight': torch.zeros(2)}, 'unknown.pth')
     with pytest.raises(CheckpointMismatchError, match='something.weight'):

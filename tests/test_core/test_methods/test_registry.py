@@ -15,6 +15,13 @@ from anyup_plugin.core.methods import (
     method_class,
     register_method,
 )
+from anyup_plugin.core.methods.registry import (
+    ANYUP_CHECKPOINT_KEYS,
+    CheckpointIdentity,
+    describe_checkpoint,
+    identify_checkpoint,
+    locate_keys,
+)
 
 
 class _Nearest(UpsamplingMethod):
@@ -96,3 +103,91 @@ def test_per_backbone_method_refuses_other_channels_and_patch_sizes():
 def test_encoder_agnostic_method_takes_any_features(registered):
     method = build_method(registered)
     method.check_features(torch.zeros(1, 3, 50, 50), torch.zeros(2, 5, 3, 7))
+
+
+# --- Which method's checkpoint a state dict is ----------------------------------------------
+
+
+class _Hinted(UpsamplingMethod):
+    name = 'test_hinted'
+    checkpoint_keys_hint = ('encoder.weight', 'decoder.bias')
+
+
+@pytest.fixture
+def hinted(monkeypatch):
+    monkeypatch.setitem(METHOD_CLASSES, 'test_hinted', _Hinted)
+    return 'test_hinted'
+
+
+def _state(*keys: str) -> dict[str, Tensor]:
+    return {key: torch.zeros(1) for key in keys}
+
+
+def test_locate_keys_finds_them_bare_prefixed_or_one_entry_down():
+    hints = ('encoder.weight', 'decoder.bias')
+    assert locate_keys(_state('encoder.weight', 'decoder.bias', 'x'), hints) == (None, '')
+    prefixed = _state('module.encoder.weight', 'module.decoder.bias')
+    assert locate_keys(prefixed, hints) == (None, 'module.')
+    wrapped = {'epoch': 3, 'state_dict': _state('model.encoder.weight', 'model.decoder.bias')}
+    assert locate_keys(wrapped, hints) == ('state_dict', 'model.')
+    # All keys under one prefix: two half checkpoints are not one.
+    assert locate_keys(_state('a.encoder.weight', 'b.decoder.bias'), hints) is None
+    # A prefix ends at a dot: 'myencoder.weight' is another key.
+    assert locate_keys(_state('myencoder.weight', 'decoder.bias'), hints) is None
+    assert locate_keys(_state('encoder.weight'), hints) is None
+    assert locate_keys(_state('encoder.weight'), ()) is None
+
+
+def test_identify_checkpoint_names_anyup_and_registered_methods(hinted):
+    assert identify_checkpoint(_state(*ANYUP_CHECKPOINT_KEYS)) == CheckpointIdentity(
+        'anyup', 'AnyUp'
+    )
+    found = identify_checkpoint({'state_dict': _state('net.encoder.weight', 'net.decoder.bias')})
+    assert found == CheckpointIdentity(hinted, '_Hinted', 'state_dict', 'net.')
+    assert identify_checkpoint(_state('encoder.weight', 'head.bias')) is None
+    # The state dict's own keys before those of its entries.
+    both = {**_state('encoder.weight', 'decoder.bias'), 'ema': _state(*ANYUP_CHECKPOINT_KEYS)}
+    assert identify_checkpoint(both) == CheckpointIdentity(hinted, '_Hinted')
+
+
+@pytest.mark.parametrize('name', ['featup', 'jafar', 'loftup', 'naf'])
+def test_identify_checkpoint_tells_the_published_methods_apart(name):
+    cls = method_class(name)
+    found = identify_checkpoint(_state(*cls.checkpoint_keys_hint))
+    assert found == CheckpointIdentity(name, cls.__name__)
+
+
+def test_describe_checkpoint_says_what_a_method_cannot_load(hinted):
+    other = _state('encoder.weight', 'decoder.bias')
+    assert describe_checkpoint(other, 'naf') == (
+        "this holds a _Hinted checkpoint (method 'test_hinted')"
+    )
+    assert describe_checkpoint(_state(*ANYUP_CHECKPOINT_KEYS), 'naf') == (
+        'this holds an AnyUp checkpoint (load it with AnyUp.from_pretrained)'
+    )
+    # The method's own weights in another layout: where they are and how to take them out.
+    prefixed = _state('module.encoder.weight', 'module.decoder.bias')
+    assert describe_checkpoint(prefixed, hinted) == (
+        "this holds _Hinted weights under the prefix 'module.' (strip 'module.' from every key)"
+    )
+    assert describe_checkpoint({'state_dict': other}, hinted) == (
+        "this holds _Hinted weights inside {'state_dict': ...} (save its 'state_dict' entry alone)"
+    )
+    wrapped = {'state_dict': {'m.' + k: v for k, v in other.items()}}
+    assert describe_checkpoint(wrapped, hinted) == (
+        "this holds _Hinted weights inside {'state_dict': ...} and under the prefix 'm.' "
+        "(save its 'state_dict' entry with 'm.' stripped from every key)"
+    )
+
+
+def test_describe_checkpoint_lists_the_first_keys_of_an_unknown_file():
+    unknown = _state(*(f'layer{i}.weight' for i in range(7)))
+    assert describe_checkpoint(unknown, 'naf') == (
+        'this holds 7 key(s) (layer0.weight, layer1.weight, layer2.weight, layer3.weight, '
+        'layer4.weight, ...), not those of any known method'
+    )
+    training = {'state_dict': _state('w'), 'epoch': 3}
+    assert describe_checkpoint(training, 'naf') == (
+        "this holds 2 key(s) (state_dict, epoch): a training checkpoint ({'state_dict': ...}) "
+        "without any known method's weights"
+    )
