@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import operator
 import os
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor, nn
 
-__all__ = ['UpsamplingMethod', 'WrongFeaturesError']
+__all__ = ['UpsamplingMethod', 'WrongFeaturesError', 'load_tensors', 'positive_output_size']
 
 Size = tuple[int, int]
 
@@ -81,3 +83,39 @@ class UpsamplingMethod(nn.Module):
     def from_checkpoint(cls, path: str | os.PathLike, **kwargs: Any) -> UpsamplingMethod:
         """Builds the method from a published checkpoint file (strict, published key names)."""
         raise NotImplementedError(f'{cls.__name__} has no weights to load')
+
+
+def positive_output_size(output_size: Size, what: str) -> tuple[int, int]:
+    """``output_size`` as two Python ints, refused with a method's own explanation otherwise.
+
+    Integers of any kind are taken (Python, numpy, 0-d integer tensors); floats, booleans,
+    another number of values and sizes below 1 are not.
+
+    Args:
+        output_size: (H', W') as given to :meth:`UpsamplingMethod.forward`.
+        what: The message's start, saying what the method takes (e.g. ``"JAFAR produces any
+            output size (H', W') of two positive integers"``); ``', got <size>'`` follows.
+
+    Returns:
+        (H', W').
+
+    Raises:
+        ValueError: ``output_size`` is not two positive integers.
+    """
+    try:
+        size = tuple(output_size)
+    except TypeError:
+        size = ()
+    integral = all(hasattr(s, '__index__') and not isinstance(s, bool) for s in size)
+    if len(size) != 2 or not integral or not all(operator.index(s) > 0 for s in size):
+        raise ValueError(f'{what}, got {output_size!r}')
+    return operator.index(size[0]), operator.index(size[1])
+
+
+def load_tensors(path: str) -> Any:
+    """Reads a checkpoint file onto the CPU as tensors and plain containers only.
+
+    ``torch.load(weights_only=True)``: nothing pickled in the file is run. The reader the
+    methods give :func:`~anyup_plugin.core.checkpoints.read_checkpoint`.
+    """
+    return torch.load(path, map_location='cpu', weights_only=True)

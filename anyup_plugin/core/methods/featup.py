@@ -35,7 +35,7 @@ from anyup_plugin.core.checkpoints import (
 )
 
 from .adaptive_conv import adaptive_conv
-from .base import Size, UpsamplingMethod
+from .base import Size, UpsamplingMethod, load_tensors
 from .registry import describe_checkpoint, locate_keys
 
 __all__ = [
@@ -311,7 +311,7 @@ class FeatUpJBU(UpsamplingMethod):
         name = os.fspath(path)
         state = read_checkpoint(
             name,
-            lambda p: torch.load(p, map_location='cpu', weights_only=True),
+            load_tensors,
             what='FeatUp JBU checkpoint',
             valid=_VALID_CHECKPOINT,
             where_to_get=_WHERE_TO_GET,

@@ -25,7 +25,6 @@ attention is independent of the others) within a 3.3 GiB peak, 1.5 GiB of it the
 from __future__ import annotations
 
 import logging
-import operator
 import os
 import pickle
 from collections.abc import Mapping, Sequence
@@ -37,7 +36,7 @@ from torch import Tensor, nn
 
 from ...constants import IMAGENET_MEAN, IMAGENET_STD
 from ..checkpoints import CheckpointMismatchError, check_state_dict_fits, read_checkpoint
-from .base import Size, UpsamplingMethod
+from .base import Size, UpsamplingMethod, load_tensors, positive_output_size
 from .jafar_layers import CrossAttentionBlock, RoPE2d, SFTModulation, make_encoder
 from .registry import describe_checkpoint
 
@@ -150,7 +149,11 @@ class JAFAR(UpsamplingMethod):
         """
         if image is None:
             raise ValueError('JAFAR needs the image: its queries and keys are derived from it')
-        out_h, out_w = _output_size(output_size)
+        out_h, out_w = positive_output_size(
+            output_size,
+            "JAFAR produces any output size (H', W') of two positive integers (queries are the "
+            'image encoding average-pooled to it; it is sharpest up to the image size)',
+        )
         self.check_features(image, features)
         if image.shape[0] != features.shape[0]:
             raise ValueError(
@@ -233,22 +236,9 @@ class JAFAR(UpsamplingMethod):
         return model.eval()
 
 
-def _output_size(output_size: Size) -> tuple[int, int]:
-    size = tuple(output_size)
-    # Integers of any kind (Python, numpy, 0-d integer tensors), not floats or booleans.
-    integral = all(hasattr(s, '__index__') and not isinstance(s, bool) for s in size)
-    if len(size) != 2 or not integral or not all(operator.index(s) > 0 for s in size):
-        raise ValueError(
-            f"JAFAR produces any output size (H', W') of two positive integers (queries are "
-            f'the image encoding average-pooled to it; it is sharpest up to the image size), '
-            f'got {output_size!r}'
-        )
-    return operator.index(size[0]), operator.index(size[1])
-
-
 def _load_tensors_only(path: str) -> Any:
     try:
-        return torch.load(path, map_location='cpu', weights_only=True)
+        return load_tensors(path)
     except pickle.UnpicklingError as exc:
         # JAFAR's train.py pickles its Hydra config beside the weights; unpickling that runs
         # code from the file, which is not done here.

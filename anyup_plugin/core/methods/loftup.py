@@ -20,7 +20,6 @@ import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -29,7 +28,7 @@ from ..checkpoints import (
     read_checkpoint,
     state_dict_mismatch,
 )
-from .base import Size, UpsamplingMethod
+from .base import Size, UpsamplingMethod, load_tensors, positive_output_size
 from .loftup_layers import ChannelNorm, LoftUpNetwork, fourier_dtype
 from .registry import describe_checkpoint, locate_keys
 
@@ -137,11 +136,9 @@ class LoftUp(UpsamplingMethod):
         """
         if image is None:
             raise ValueError('LoftUp needs the image: its queries are built from its pixels')
-        size = tuple(int(s) for s in output_size)
-        if len(size) != 2 or min(size) < 1:
-            raise ValueError(
-                f'LoftUp produces outputs of any positive size (H, W), got {output_size!r}'
-            )
+        size = positive_output_size(
+            output_size, "LoftUp produces outputs of any positive size (H', W'), two integers"
+        )
         self.check_features(image, features)
         # Resizing and the Fourier features run in float64 where available: their highest
         # frequency (e^10) turns float32 rounding of pixel values into visible phase errors.
@@ -169,7 +166,7 @@ class LoftUp(UpsamplingMethod):
         """
         state_dict = read_checkpoint(
             path,
-            lambda name: torch.load(name, map_location='cpu', weights_only=True),
+            load_tensors,
             'LoftUp checkpoint',
             _VALID,
             _WHERE_TO_GET,

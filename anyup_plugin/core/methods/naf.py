@@ -28,7 +28,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..checkpoints import CheckpointMismatchError, check_state_dict_fits, read_checkpoint
-from .base import UpsamplingMethod, WrongFeaturesError
+from .base import (
+    Size,
+    UpsamplingMethod,
+    WrongFeaturesError,
+    load_tensors,
+    positive_output_size,
+)
 from .neighborhood_attention import (
     DEFAULT_MAX_QUERY_CHUNK,
     nearest_exact_source,
@@ -37,8 +43,6 @@ from .neighborhood_attention import (
 from .registry import describe_checkpoint
 
 __all__ = ['NAF']
-
-Size = tuple[int, int]
 
 #: The published weights (``hubconf.py`` of github.com/valeoai/NAF).
 NAF_CHECKPOINT_URL = 'https://github.com/valeoai/NAF/releases/download/model/naf_release.pth'
@@ -275,7 +279,9 @@ class NAF(UpsamplingMethod):
         """
         if image is None:
             raise ValueError('NAF needs the image: its attention weights come from it alone')
-        output_size = (int(output_size[0]), int(output_size[1]))
+        output_size = positive_output_size(
+            output_size, "NAF takes an output size (H', W') of two positive integers"
+        )
         self.check_features(image, features)
         (hk, wk), (hq, wq) = features.shape[-2:], output_size
         self.check_output_size((hk, wk), output_size)
@@ -312,7 +318,7 @@ class NAF(UpsamplingMethod):
         """
         state = read_checkpoint(
             path,
-            lambda name: torch.load(name, map_location='cpu', weights_only=True),
+            load_tensors,
             'NAF checkpoint',
             'the published naf_release.pth, a state dict saved by torch.save',
             f'Download the published weights from {NAF_CHECKPOINT_URL} and pass the local '

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pickle
+
+import numpy as np
 import pytest
 import torch
 from torch import Tensor
@@ -15,6 +18,7 @@ from anyup_plugin.core.methods import (
     method_class,
     register_method,
 )
+from anyup_plugin.core.methods.base import load_tensors, positive_output_size
 from anyup_plugin.core.methods.registry import (
     ANYUP_CHECKPOINT_KEYS,
     CheckpointIdentity,
@@ -191,3 +195,20 @@ def test_describe_checkpoint_lists_the_first_keys_of_an_unknown_file():
         "this holds 2 key(s) (state_dict, epoch): a training checkpoint ({'state_dict': ...}) "
         "without any known method's weights"
     )
+
+
+def test_positive_output_size_takes_integers_of_any_kind():
+    assert positive_output_size((np.int64(3), torch.tensor(5)), 'M') == (3, 5)
+    assert positive_output_size([7, 2], 'M') == (7, 2)
+    for size in [(0, 5), (5, -1), (5,), (1, 2, 3), (5.0, 6), (True, 6), 4, None]:
+        with pytest.raises(ValueError, match=r"^M takes \(H', W'\), got "):
+            positive_output_size(size, "M takes (H', W')")
+
+
+def test_load_tensors_reads_tensors_but_runs_no_pickled_code(tmp_path):
+    torch.save({'w': torch.arange(3.0), 'meta': {'epoch': 2}}, tmp_path / 'plain.pth')
+    loaded = load_tensors(str(tmp_path / 'plain.pth'))
+    assert torch.equal(loaded['w'], torch.arange(3.0)) and loaded['meta'] == {'epoch': 2}
+    torch.save({'w': torch.zeros(1), 'code': _Hinted}, tmp_path / 'pickled.pth')
+    with pytest.raises(pickle.UnpicklingError, match='weights_only'):
+        load_tensors(str(tmp_path / 'pickled.pth'))
