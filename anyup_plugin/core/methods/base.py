@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import operator
 import os
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ['UpsamplingMethod', 'WrongFeaturesError', 'load_tensors', 'positive_output_size']
+from ..checkpoints import CheckpointMismatchError, read_checkpoint
+
+__all__ = [
+    'UpsamplingMethod',
+    'WrongFeaturesError',
+    'load_tensors',
+    'positive_output_size',
+    'read_state_dict',
+]
 
 Size = tuple[int, int]
 
@@ -119,3 +128,41 @@ def load_tensors(path: str) -> Any:
     methods give :func:`~anyup_plugin.core.checkpoints.read_checkpoint`.
     """
     return torch.load(path, map_location='cpu', weights_only=True)
+
+
+def read_state_dict(
+    path: str | os.PathLike,
+    what: str,
+    valid: str,
+    where_to_get: str,
+    entry: str | None = None,
+    load: Callable[[str], Any] = load_tensors,
+) -> Mapping[str, Any]:
+    """Reads a method's checkpoint file and returns the state dict it holds.
+
+    Args:
+        path: The file.
+        what: What the file is, for messages (``'NAF checkpoint'``).
+        valid: What a valid file is, completing "A valid one is ..." / "expected ...".
+        where_to_get: What to do about a missing file.
+        entry: The entry a training checkpoint keeps the state dict under (``'state_dict'``);
+            taken when the file is a mapping whose ``entry`` is one.
+        load: Reads the file (:func:`load_tensors` unless a method explains more).
+
+    Returns:
+        The state dict: a mapping with string keys (its values are not checked).
+
+    Raises:
+        FileNotFoundError, CheckpointReadError: See
+            :func:`~anyup_plugin.core.checkpoints.read_checkpoint`.
+        CheckpointMismatchError: The file holds something other than a state dict.
+    """
+    loaded = read_checkpoint(path, load, what, valid, where_to_get)
+    if entry is not None and isinstance(loaded, Mapping) and isinstance(loaded.get(entry), Mapping):
+        loaded = loaded[entry]
+    if not isinstance(loaded, Mapping) or not all(isinstance(k, str) for k in loaded):
+        raise CheckpointMismatchError(
+            f'{what} {os.fspath(path)!r} holds a {type(loaded).__name__}, not a state dict; '
+            f'expected {valid}.'
+        )
+    return loaded

@@ -31,11 +31,10 @@ from torch import Tensor, nn
 from anyup_plugin.core.checkpoints import (
     CheckpointMismatchError,
     check_state_dict_fits,
-    read_checkpoint,
 )
 
 from .adaptive_conv import adaptive_conv
-from .base import Size, UpsamplingMethod, load_tensors
+from .base import Size, UpsamplingMethod, read_state_dict
 from .registry import describe_checkpoint, locate_keys
 
 __all__ = [
@@ -309,20 +308,13 @@ class FeatUpJBU(UpsamplingMethod):
                 feature width, or keys that do not fit; the message says what it holds.
         """
         name = os.fspath(path)
-        state = read_checkpoint(
+        state = read_state_dict(
             name,
-            load_tensors,
             what='FeatUp JBU checkpoint',
             valid=_VALID_CHECKPOINT,
             where_to_get=_WHERE_TO_GET,
+            entry='state_dict',
         )
-        if isinstance(state, Mapping) and isinstance(state.get('state_dict'), Mapping):
-            state = state['state_dict']
-        if not isinstance(state, Mapping):
-            raise CheckpointMismatchError(
-                f'FeatUp JBU checkpoint {name!r} holds a {type(state).__name__}, not a state '
-                f'dict; expected {_VALID_CHECKPOINT}.'
-            )
         weights = {
             key[len(CHECKPOINT_PREFIX) :]: value
             for key, value in state.items()

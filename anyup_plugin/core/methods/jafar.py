@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...constants import IMAGENET_MEAN, IMAGENET_STD
-from ..checkpoints import CheckpointMismatchError, check_state_dict_fits, read_checkpoint
-from .base import Size, UpsamplingMethod, load_tensors, positive_output_size
+from ..checkpoints import CheckpointMismatchError, check_state_dict_fits
+from .base import Size, UpsamplingMethod, load_tensors, positive_output_size, read_state_dict
 from .jafar_layers import CrossAttentionBlock, RoPE2d, SFTModulation, make_encoder
 from .registry import describe_checkpoint
 
@@ -190,9 +190,8 @@ class JAFAR(UpsamplingMethod):
                 for other features than ``kwargs`` ask for.
         """
         name = os.fspath(path)
-        loaded = read_checkpoint(
+        state = read_state_dict(
             name,
-            _load_tensors_only,
             what='JAFAR checkpoint',
             valid=(
                 "the file JAFAR's train.py saves (a dict with the state dict under 'jafar') or "
@@ -204,12 +203,9 @@ class JAFAR(UpsamplingMethod):
                 f'{JAFAR_WEIGHTS_URL}; DINOv2 ViT-S/14: {_DINOV2_S14_URL}) and pass the local '
                 'path; nothing is downloaded.'
             ),
+            entry=_CHECKPOINT_ENTRY,
+            load=_load_tensors_only,
         )
-        state = loaded.get(_CHECKPOINT_ENTRY, loaded) if isinstance(loaded, Mapping) else loaded
-        if not isinstance(state, Mapping):
-            raise CheckpointMismatchError(
-                f'JAFAR checkpoint {name!r} holds a {type(state).__name__}, not a state dict'
-            )
         found = _hyper_parameters(state)
         if not found:
             raise CheckpointMismatchError(

@@ -25,10 +25,9 @@ from torch import Tensor
 
 from ..checkpoints import (
     CheckpointMismatchError,
-    read_checkpoint,
     state_dict_mismatch,
 )
-from .base import Size, UpsamplingMethod, load_tensors, positive_output_size
+from .base import Size, UpsamplingMethod, positive_output_size, read_state_dict
 from .loftup_layers import ChannelNorm, LoftUpNetwork, fourier_dtype
 from .registry import describe_checkpoint, locate_keys
 
@@ -164,19 +163,8 @@ class LoftUp(UpsamplingMethod):
             CheckpointReadError: The file is not a readable checkpoint.
             CheckpointMismatchError: The file holds another method's or backbone's weights.
         """
-        state_dict = read_checkpoint(
-            path,
-            load_tensors,
-            'LoftUp checkpoint',
-            _VALID,
-            _WHERE_TO_GET,
-        )
+        state_dict = read_state_dict(path, 'LoftUp checkpoint', _VALID, _WHERE_TO_GET)
         source = f'checkpoint {os.fspath(path)!r}'
-        if not isinstance(state_dict, Mapping):
-            raise CheckpointMismatchError(
-                f'{source} holds a {type(state_dict).__name__}, not a state dict; expected '
-                f'{_VALID}.'
-            )
         held = _loftup_channels(state_dict)
         expected = kwargs.get('feature_channels')
         if held is not None and expected is not None and held != expected:

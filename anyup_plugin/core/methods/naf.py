@@ -27,13 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..checkpoints import CheckpointMismatchError, check_state_dict_fits, read_checkpoint
+from ..checkpoints import CheckpointMismatchError, check_state_dict_fits
 from .base import (
     Size,
     UpsamplingMethod,
     WrongFeaturesError,
-    load_tensors,
     positive_output_size,
+    read_state_dict,
 )
 from .neighborhood_attention import (
     DEFAULT_MAX_QUERY_CHUNK,
@@ -316,19 +316,13 @@ class NAF(UpsamplingMethod):
             CheckpointMismatchError: The file holds another model's weights; the message says
                 what it holds.
         """
-        state = read_checkpoint(
+        state = read_state_dict(
             path,
-            load_tensors,
             'NAF checkpoint',
             'the published naf_release.pth, a state dict saved by torch.save',
             f'Download the published weights from {NAF_CHECKPOINT_URL} and pass the local '
             'path (nothing is downloaded here).',
         )
-        if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
-            raise CheckpointMismatchError(
-                f'NAF checkpoint {os.fspath(path)!r} holds a {type(state).__name__}, not a '
-                'state dict (the published naf_release.pth is a plain state dict).'
-            )
         config = {**_infer_config(state, path), **kwargs}
         model = cls(**config)
         check_state_dict_fits(state, model.state_dict(), f'checkpoint {os.fspath(path)!r}', 'NAF')

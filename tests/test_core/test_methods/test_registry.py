@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import Tensor
 
+from anyup_plugin.core.checkpoints import CheckpointMismatchError
 from anyup_plugin.core.methods import (
     METHOD_ALIASES,
     METHOD_CLASSES,
@@ -18,7 +19,7 @@ from anyup_plugin.core.methods import (
     method_class,
     register_method,
 )
-from anyup_plugin.core.methods.base import load_tensors, positive_output_size
+from anyup_plugin.core.methods.base import load_tensors, positive_output_size, read_state_dict
 from anyup_plugin.core.methods.registry import (
     ANYUP_CHECKPOINT_KEYS,
     CheckpointIdentity,
@@ -212,3 +213,25 @@ def test_load_tensors_reads_tensors_but_runs_no_pickled_code(tmp_path):
     torch.save({'w': torch.zeros(1), 'code': _Hinted}, tmp_path / 'pickled.pth')
     with pytest.raises(pickle.UnpicklingError, match='weights_only'):
         load_tensors(str(tmp_path / 'pickled.pth'))
+
+
+def test_read_state_dict_takes_the_entry_and_refuses_what_is_no_state_dict(tmp_path):
+    def read(name, entry=None):
+        return read_state_dict(tmp_path / name, 'X checkpoint', 'an X file', 'Get X.', entry)
+
+    weights = {'w': torch.ones(2)}
+    torch.save({'state_dict': weights, 'epoch': 1}, tmp_path / 'training.ckpt')
+    assert read('training.ckpt', 'state_dict').keys() == {'w'}
+    # Without an entry (or one the file lacks) the file itself is the state dict.
+    assert read('training.ckpt').keys() == {'state_dict', 'epoch'}
+    assert read('training.ckpt', 'model').keys() == {'state_dict', 'epoch'}
+    torch.save([torch.ones(2)], tmp_path / 'list.pth')
+    with pytest.raises(
+        CheckpointMismatchError, match=r'holds a list, not a state dict; expected an X file'
+    ):
+        read('list.pth')
+    torch.save({0: torch.ones(2)}, tmp_path / 'int_keys.pth')
+    with pytest.raises(CheckpointMismatchError, match='holds a dict, not a state dict'):
+        read('int_keys.pth')
+    with pytest.raises(FileNotFoundError, match='X checkpoint .*absent.pth.* Get X.'):
+        read('absent.pth')
