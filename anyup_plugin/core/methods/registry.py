@@ -1,7 +1,9 @@
-"""The method names configs and the command line use, and how each is built.
+"""The method names configs and the command line use, how each is built, and whose a file is.
 
 Methods are imported when first built, so that importing the package costs nothing for
-methods a user does not use.
+methods a user does not use. :func:`identify_checkpoint` and :func:`describe_checkpoint` name
+the method (or AnyUp) whose weights a loaded file holds, from every registered method's
+``checkpoint_keys_hint``: each method's loader says so when it is given another's file.
 """
 
 from __future__ import annotations
