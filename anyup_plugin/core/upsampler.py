@@ -348,14 +348,14 @@ class FeatureUpsampler(nn.Module):
     def _run_method(self, image: Tensor | None, features: Tensor, size: Size) -> Tensor:
         """One map through the registered method, at ``size``.
 
-        A method that makes one size of its own declares ``output_size_for(feature_size)``
-        (FeatUp's JBU: 16 times the map); it runs at that size and its result is resized
-        bilinearly to ``size``, as FeatUp's own code does.
+        A method that makes one size of its own (``output_size_for`` not ``None``; FeatUp's
+        JBU: 16 times the map) runs at that size and its result is resized bilinearly to
+        ``size``, as FeatUp's own code does.
         """
-        own_size = getattr(self.method_module, 'output_size_for', None)
+        own_size = self.method_module.output_size_for(tuple(features.shape[-2:]))
         if own_size is None:
             return self.method_module(image, features, size)
-        produced = tuple(int(s) for s in own_size(tuple(features.shape[-2:])))
+        produced = tuple(int(s) for s in own_size)
         out = self.method_module(image, features, produced)
         if produced == tuple(size):
             return out

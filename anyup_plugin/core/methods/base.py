@@ -65,6 +65,14 @@ class UpsamplingMethod(nn.Module):
         """
         raise NotImplementedError
 
+    def output_size_for(self, feature_size: Size) -> Size | None:
+        """The one output size the method makes from (h, w) features, or ``None``: any size.
+
+        A method with a fixed factor (FeatUp's JBU: 16) overrides this; callers that need
+        another size run it at this one and resize (see ``FeatureUpsampler``).
+        """
+        return None
+
     def check_features(self, image: Tensor | None, features: Tensor) -> None:
         """Raises :class:`WrongFeaturesError` for features the weights were not trained for.
 
