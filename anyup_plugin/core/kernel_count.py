@@ -14,12 +14,12 @@ them on any machine:
   (:func:`~anyup_plugin.core.attention.triton.recorded_launches`), so ``'triton'`` counts
   without a GPU (CPU tensors need ``TRITON_INTERPRET=1`` for the kernel's device check);
 - by default one call warms the caches first (window tables, constant maps), and the second
-  call is counted: the steady state of a training or evaluation loop.
+  call is counted: the steady state of an evaluation loop.
 
-It is an upper bound of sorts for PyTorch's own operations (an allocation may be free, a
-copy that is a no-op on CUDA still counts) and a lower bound for a few (cuDNN or cuBLAS may
-launch two kernels for one convolution or product). ``tools/count_kernels.py`` prints it;
-the GPU run (``tools/benchmark_gpu.sh``) counts the real launches with ``torch.profiler``.
+It counts operations, not the device's launches: some operations launch several kernels on
+CUDA (a GroupNorm computes its moments, then normalises; cuDNN may add a layout kernel to a
+convolution). ``tools/count_kernels.py`` prints the count; with ``--device cuda`` (as in
+``tools/benchmark_gpu.sh``) it also profiles the real launches with ``torch.profiler``.
 """
 
 from __future__ import annotations
