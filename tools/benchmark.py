@@ -107,8 +107,8 @@ def _build_registered(
     upsampler = build_method(method).to(device).eval()
     channels = upsampler.feature_channels or channels
     h = size // upsampler.patch_size if upsampler.patch_size else _features_size(size)
-    output_size_for = getattr(upsampler, 'output_size_for', None)
-    output = tuple(output_size_for((h, h))) if output_size_for else (size, size)
+    fixed = upsampler.output_size_for((h, h))
+    output = (size, size) if fixed is None else tuple(fixed)
     return upsampler, torch.randn(1, channels, h, h, device=device), output
 
 
