@@ -37,7 +37,7 @@ def test_forward_at_448_launches_at_most_150_kernels_whatever_the_size(monkeypat
     """Issue 19's bound: at most 150 kernels at 448 px (32 x 32 features), 300 at 1024.
 
     Every stage runs on whole maps on an accelerator, so the count does not grow with the
-    size: 224 and 448 count the same, and so does 1024 (``tools/count_kernels.py``, 132 at
+    size: 224 and 448 count the same, and so does 1024 (``tools/count_kernels.py``, 133 at
     both with the published widths). The width does not change the count either; a narrow
     model (d = 16, C = 8) keeps this test to seconds.
     """
