@@ -68,8 +68,14 @@ BENCHMARKS: dict[str, Benchmark] = {
     b.name: b
     for b in (
         Benchmark('ade20k', 'segmentation', 'ade20k_dinov2.py', 'demo_ade20k_layout.py', _SEG),
-        Benchmark('coco_stuff27', 'segmentation', 'coco_stuff27_dinov2.py', None, _SEG),
-        Benchmark('voc2012', 'segmentation', 'voc2012_dinov2.py', None, _SEG),
+        Benchmark(
+            'coco_stuff27',
+            'segmentation',
+            'coco_stuff27_dinov2.py',
+            'demo_coco_stuff27_layout.py',
+            _SEG,
+        ),
+        Benchmark('voc2012', 'segmentation', 'voc2012_dinov2.py', 'demo_voc2012_layout.py', _SEG),
         Benchmark('nyu_depth', 'depth', 'nyu_depth_dinov2.py', 'demo_nyu_depth.py', _DEPTH),
         Benchmark(
             'nyu_normals', 'normals', 'nyu_normals_dinov2.py', 'demo_nyu_normals.py', _NORMALS

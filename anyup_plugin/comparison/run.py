@@ -161,11 +161,17 @@ def _nyu_frame(demo: DemoSettings) -> tuple[int, int]:
 def _demo_data(benchmark: Benchmark, root: Path, demo: DemoSettings) -> str:
     """Writes (or finds) the generated dataset of ``benchmark`` and returns its data root."""
     if benchmark.task == 'segmentation':
-        from anyup_plugin.testing import write_ade20k_layout_dataset
+        from anyup_plugin import testing
 
+        # The same scenes in each benchmark's on-disk layout, read by its own dataset class.
+        writer = {
+            'ade20k': testing.write_ade20k_layout_dataset,
+            'coco_stuff27': testing.write_coco_stuff27_layout_dataset,
+            'voc2012': testing.write_voc2012_layout_dataset,
+        }[benchmark.name]
         return str(
-            write_ade20k_layout_dataset(
-                root / 'ade20k', demo.num_train, demo.num_val,
+            writer(
+                root / benchmark.name, demo.num_train, demo.num_val,
                 height=demo.image_size + demo.image_size // 4,
                 width=demo.image_size + demo.image_size // 2, seed=demo.seed,
             )

@@ -27,9 +27,9 @@ PAPER_CONFIGS = ['ade20k_dinov2', 'coco_stuff27_dinov2', 'voc2012_dinov2']
 def _data_fixture(stem: str) -> str:
     if stem.startswith(('ade20k', 'demo_ade20k')):
         return 'ade_root'
-    if stem.startswith('coco_stuff27'):
+    if stem.startswith(('coco_stuff27', 'demo_coco_stuff27')):
         return 'coco_root'
-    if stem.startswith('voc2012'):
+    if stem.startswith(('voc2012', 'demo_voc2012')):
         return 'voc_root'
     raise AssertionError(
         f'no test dataset for config {stem}: add one to tests/test_mmseg/conftest.py'
