@@ -6,6 +6,7 @@ import csv
 import importlib.util
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -137,10 +138,30 @@ def test_refusals_happen_before_anything_runs(tmp_path, capsys, methods, extra, 
     assert not out.exists()
 
 
-def test_demo_has_no_generated_voc(tmp_path, capsys):
+def test_demo_voc_on_generated_voc_layout_data(tmp_path):
+    args = ['--benchmark', 'voc2012', '--methods', 'bilinear,anyup', '--out', str(tmp_path),
+            *DEMO]  # fmt: skip
+    assert tool.main(args) == 0
+    rows = _csv(tmp_path / 'comparison.csv')
+    assert [r['method'] for r in rows] == ['bilinear', 'anyup']
+    for row in rows:
+        assert 0 <= float(row['mIoU']) <= 100 and 0 <= float(row['aAcc']) <= 100
+    # The data the probes read: VOC palette PNGs (background, car, 255 outlines).
+    (labels,) = tmp_path.glob('**/VOCdevkit/VOC2012/SegmentationClass')
+    assert len(list(labels.glob('*.png'))) == 4
+    with np.load(tmp_path / 'anyup' / 'figure_samples.npz') as samples:
+        assert set(np.unique(samples['gt_0']).tolist()) <= {0, 7, 255}
+        assert set(np.unique(samples['pred_0']).tolist()) <= set(range(21))
+
+
+def test_demo_refuses_a_benchmark_without_generated_data(tmp_path, capsys, monkeypatch):
+    from anyup_plugin.comparison.benchmarks import BENCHMARKS
+
+    monkeypatch.setitem(BENCHMARKS, 'voc2012', replace(BENCHMARKS['voc2012'], demo_config=None))
     args = ['--benchmark', 'voc2012', '--methods', 'bilinear', '--out', str(tmp_path), '--demo']
     assert tool.main(args) == 2
-    assert "demo benchmarks: ['ade20k', 'nyu_depth', 'nyu_normals']" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "demo benchmarks: ['ade20k', 'coco_stuff27', 'nyu_depth', 'nyu_normals']" in err
 
 
 def test_demo_normals_with_a_per_backbone_method(tmp_path):
