@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from detectron2.config import CfgNode
@@ -16,6 +15,8 @@ from torch import Tensor
 from anyup_plugin.core import ATTENTION_KERNELS, FeatureUpsampler, stride_output_size
 from anyup_plugin.core.input_norm import ToImageNetNorm
 from anyup_plugin.core.upsampler import method_key
+
+from .config import keyword_pairs
 
 __all__ = ['AnyUpBackbone', 'build_anyup_backbone', 'build_input_norm', 'output_name']
 
@@ -176,17 +177,6 @@ def _check_features_and_strides(
             )
 
 
-def _method_kwargs(pairs: Any) -> dict[str, Any]:
-    """``MODEL.ANYUP.METHOD_KWARGS`` ([key, value] pairs, as ``MODEL.TIMM.KWARGS``) as a dict."""
-    try:
-        return {str(key): value for key, value in pairs}
-    except (TypeError, ValueError) as exc:
-        raise ValueError(
-            'MODEL.ANYUP.METHOD_KWARGS must be [key, value] pairs (e.g. [["window_ratio", 0.2]]), '
-            f'got {pairs!r}'
-        ) from exc
-
-
 def _bottom_up_names() -> list[str]:
     return sorted(name for name, _ in BACKBONE_REGISTRY if name != 'build_anyup_backbone')
 
@@ -234,7 +224,9 @@ def build_anyup_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> AnyUpBackbone:
             f'MODEL.ANYUP.ATTENTION_KERNEL must be one of {ATTENTION_KERNELS}, '
             f'got {anyup_cfg.ATTENTION_KERNEL!r}'
         )
-    method_kwargs = _method_kwargs(anyup_cfg.METHOD_KWARGS)
+    method_kwargs = keyword_pairs(
+        anyup_cfg.METHOD_KWARGS, 'MODEL.ANYUP.METHOD_KWARGS', '[["window_ratio", 0.2]]'
+    )
     if method == 'anyup':
         # Keys of their own for AnyUp (the probe configs pin WINDOW_RATIO); the other methods
         # ignore them, so that switching UPSAMPLER on the command line needs nothing else.

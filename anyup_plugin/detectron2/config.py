@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from detectron2.config import CfgNode
 
-__all__ = ['add_anyup_config']
+__all__ = ['add_anyup_config', 'keyword_pairs']
 
 
 def add_anyup_config(cfg: CfgNode) -> CfgNode:
@@ -109,3 +111,22 @@ def add_anyup_config(cfg: CfgNode) -> CfgNode:
     cfg.DATASETS.COCO_STUFF27_ROOT = ''
     cfg.DATASETS.VOC2012_ROOT = ''
     return cfg
+
+
+def keyword_pairs(pairs: Any, key: str, example: str) -> dict[str, Any]:
+    """A config key holding ``[key, value]`` pairs (``MODEL.TIMM.KWARGS``, ...) as a dict.
+
+    Args:
+        pairs: The config value, e.g. ``[['depth', 2]]``.
+        key: The config key, named in the error.
+        example: A valid value, shown in the error.
+
+    Raises:
+        ValueError: ``pairs`` is not a sequence of two-element pairs.
+    """
+    try:
+        return {str(name): value for name, value in pairs}
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f'{key} must be [key, value] pairs (e.g. {example}), got {pairs!r}'
+        ) from exc

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from detectron2.config import CfgNode
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
@@ -13,6 +11,7 @@ from anyup_plugin.core.encoder import FrozenTimmEncoder
 from anyup_plugin.core.input_norm import ToImageNetNorm
 
 from .backbone import build_input_norm
+from .config import keyword_pairs
 
 __all__ = ['FrozenTimmD2Backbone', 'build_frozen_timm_backbone']
 
@@ -57,15 +56,6 @@ class FrozenTimmD2Backbone(Backbone):
         return int(self.encoder.patch_size)
 
 
-def _timm_kwargs(pairs: Any) -> dict[str, Any]:
-    try:
-        return {str(key): value for key, value in pairs}
-    except (TypeError, ValueError) as exc:
-        raise ValueError(
-            f'MODEL.TIMM.KWARGS must be [key, value] pairs (e.g. [["depth", 2]]), got {pairs!r}'
-        ) from exc
-
-
 @BACKBONE_REGISTRY.register()
 def build_frozen_timm_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> FrozenTimmD2Backbone:
     """Builds :class:`FrozenTimmD2Backbone` from ``MODEL.TIMM.*``.
@@ -86,7 +76,7 @@ def build_frozen_timm_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> FrozenTi
         raise ValueError(f'timm encoders need 3-channel images, got {input_shape.channels}')
     timm_cfg = cfg.MODEL.TIMM
     input_norm = build_input_norm(cfg)
-    kwargs = _timm_kwargs(timm_cfg.KWARGS)
+    kwargs = keyword_pairs(timm_cfg.KWARGS, 'MODEL.TIMM.KWARGS', '[["depth", 2]]')
     try:
         encoder = FrozenTimmEncoder(
             timm_cfg.NAME,

@@ -31,6 +31,7 @@ from anyup_plugin.detectron2 import (
     LinearProbeSemSegHead,
     add_anyup_config,
 )
+from anyup_plugin.detectron2.config import keyword_pairs
 
 R50 = 'ade20k_r50_anyup_semsegfpn.yaml'
 DINO_FPN = 'ade20k_dinov2_anyup_semsegfpn.yaml'
@@ -486,3 +487,14 @@ def test_guided_filter_from_the_command_line_on_a_shipped_config(make_cfg, no_ne
     feats = backbone.bottom_up.encoder(image)[0]
     expected = GuidedFilterUpsampler(radius=2)(image, feats, (TINY, TINY + 14))
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_keyword_pairs_become_a_dict_and_malformed_ones_name_the_key():
+    assert keyword_pairs([['depth', 2], ('img_size', 28)], 'MODEL.TIMM.KWARGS', '[]') == {
+        'depth': 2,
+        'img_size': 28,
+    }
+    assert keyword_pairs([], 'MODEL.TIMM.KWARGS', '[]') == {}
+    for bad in ([['depth']], ['depth'], [['depth', 2, 3]], 5):
+        with pytest.raises(ValueError, match=r'MODEL\.TIMM\.KWARGS must be \[key, value\] pairs'):
+            keyword_pairs(bad, 'MODEL.TIMM.KWARGS', '[["depth", 2]]')
