@@ -52,6 +52,7 @@ from typing import Any
 
 from anyup_plugin.core import ATTENTION_KERNELS
 from anyup_plugin.core.methods import METHOD_ALIASES, METHOD_CLASSES, method_class
+from anyup_plugin.utils.process_memory import reset_peak_resident, status_bytes
 
 #: Rows of AnyUp itself (each has AnyUp's arithmetic floor) and its bilinear baseline.
 ANYUP_METHODS = ('anyup', 'dense_reference', 'multi_map', 'published')
@@ -169,14 +170,8 @@ def matmul_gflops(threads: int | None = None) -> float:
 
 def _rss_mb(field: str = 'VmRSS') -> float | None:
     """A memory field of ``/proc/self/status`` in MiB (VmRSS now, VmHWM peak); None off Linux."""
-    try:
-        with open('/proc/self/status') as status:
-            for line in status:
-                if line.startswith(field + ':'):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
+    value = status_bytes(field)
+    return None if value is None else value / 2**20
 
 
 def _peak_rss_mb() -> float:
@@ -189,16 +184,6 @@ def _peak_rss_mb() -> float:
     if peak is not None:
         return peak
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _reset_peak_rss() -> bool:
-    """Resets this process's ``VmHWM`` to its current RSS (Linux); False where it cannot."""
-    try:
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')
-        return True
-    except OSError:
-        return False
 
 
 def _worker(args: argparse.Namespace) -> None:
@@ -363,7 +348,7 @@ def _stage_profile(model, image, features, sync, device) -> dict[str, dict[str, 
             torch.cuda.reset_peak_memory_stats()
             before = torch.cuda.memory_allocated() / 2**20
         else:
-            before = _rss_mb() if _reset_peak_rss() else None
+            before = _rss_mb() if reset_peak_resident() else None
         start = time.perf_counter()
         value = fn(*args)
         sync()

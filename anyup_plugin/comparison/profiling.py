@@ -12,34 +12,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from anyup_plugin.utils.process_memory import reset_peak_resident, status_bytes
+
 __all__ = ['CallRecord', 'UpsamplerProfiler', 'current_rss_bytes']
-
-
-def _status_bytes(field: str) -> int | None:
-    """A memory field of ``/proc/self/status`` (``VmRSS`` now, ``VmHWM`` peak) in bytes."""
-    try:
-        with open('/proc/self/status', encoding='ascii') as status:
-            for line in status:
-                if line.startswith(field + ':'):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return None
 
 
 def current_rss_bytes() -> int | None:
     """This process's resident memory in bytes (Linux); ``None`` where unavailable."""
-    return _status_bytes('VmRSS')
-
-
-def _reset_peak_rss() -> bool:
-    """Sets this process's peak resident memory (``VmHWM``) to the current one (Linux)."""
-    try:
-        with open('/proc/self/clear_refs', 'w', encoding='ascii') as handle:
-            handle.write('5')
-        return True
-    except OSError:
-        return False
+    return status_bytes('VmRSS')
 
 
 @functools.lru_cache(maxsize=1)
@@ -60,13 +40,13 @@ def _start_cpu_peak() -> int | None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
-    if not _reset_peak_rss():
+    if not reset_peak_resident():
         return None
     return current_rss_bytes()
 
 
 def _cpu_peak_since(base: int | None) -> int | None:
-    peak = _status_bytes('VmHWM')
+    peak = status_bytes('VmHWM')
     return None if base is None or peak is None else max(peak - base, 0)
 
 

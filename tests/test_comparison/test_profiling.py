@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from anyup_plugin.comparison.profiling import CallRecord, UpsamplerProfiler, _reset_peak_rss
+from anyup_plugin.comparison.profiling import CallRecord, UpsamplerProfiler
+from anyup_plugin.utils.process_memory import reset_peak_resident
 
 
 class _Allocates(nn.Module):
@@ -53,7 +54,7 @@ def test_summary_is_per_image():
     assert empty['time_ms_per_image'] is None and empty['peak_memory_mb_per_image'] is None
 
 
-@pytest.mark.skipif(not _reset_peak_rss(), reason='needs Linux /proc/self/clear_refs')
+@pytest.mark.skipif(not reset_peak_resident(), reason='needs Linux /proc/self/clear_refs')
 def test_cpu_peak_memory_counts_a_temporary_allocation_every_call():
     neck = _Allocates(64)
     with UpsamplerProfiler(neck, 'cpu') as profiler:
